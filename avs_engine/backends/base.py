@@ -1,0 +1,131 @@
+"""The runner interface every backend implements (after Polygraphy's ``BaseRunner``).
+
+The base class holds the rules: a runner must be activated before it runs,
+inputs are checked against the stage's declared names and shapes
+(``avs_engine.spec``), outputs are checked too. A backend fills in
+``activate_impl``, ``run_impl`` and ``deactivate_impl``; nothing touches a
+device before ``activate()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import BackendError
+from ..spec import STAGES, check_arrays, dims_for
+
+
+class Runner:
+    """Runs the four stages of one model on named numpy arrays.
+
+    Subclasses set ``name`` and implement the ``*_impl`` methods.
+    ``config`` (a ModelConfig) is known after activation.
+    """
+
+    name = "base"
+
+    def __init__(self) -> None:
+        self.is_active = False
+        self.config = None
+        self.description = self.name  # e.g. "torch cpu float32"; filled in by activate_impl
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def activate(self) -> "Runner":
+        if self.is_active:
+            return self
+        self.activate_impl()
+        if self.config is None:
+            raise AssertionError(f"{type(self).__name__}.activate_impl must set self.config")
+        self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.deactivate_impl()
+            self.is_active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def run(self, stage: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one stage. inputs/outputs: name -> array with the shapes of ``spec.STAGES[stage]``."""
+        if not self.is_active:
+            raise AssertionError(f"runner '{self.name}' used before activate()")
+        if stage not in STAGES:
+            raise BackendError(f"unknown stage '{stage}'; stages are {', '.join(STAGES)}")
+        spec = STAGES[stage]
+        T = int(next(iter(inputs.values())).shape[0]) if inputs else 0
+        dims = dims_for(self.config, T)
+        check_arrays(spec, inputs, dims)
+        outputs = self.run_impl(stage, inputs)
+        check_arrays(spec, outputs, dims, outputs=True)
+        return outputs
+
+    def run_clip(self, image: np.ndarray, log_mel: np.ndarray) -> np.ndarray:
+        """All four stages: image [T,3,S,S], log_mel [T,1,96,64] -> logits [T,1,L,L].
+
+        Backends that can keep tensors on the device between stages override this.
+        """
+        a128 = self.run("audio", {"log_mel": log_mel})["a128"]
+        enc = self.run("image_encoder", {"image": image, "a128": a128})["enc"]
+        fused = self.run("fusion", {"enc": enc, "a128": a128})
+        return self.run("mask_decoder", {"enc": enc, **fused})["logits"]
+
+    # -- for subclasses ----------------------------------------------------------------------
+
+    def activate_impl(self) -> None:
+        raise NotImplementedError
+
+    def run_impl(self, stage: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def deactivate_impl(self) -> None:
+        pass
+
+
+# name -> "module:Class"; modules are imported only when that backend is asked for.
+_BACKENDS = {
+    "torch": "avs_engine.backends.torch_backend:TorchRunner",
+    "onnxruntime": "avs_engine.backends.onnxruntime_backend:OnnxRuntimeRunner",
+    "tensorrt": "avs_engine.backends.tensorrt_backend:TensorRTRunner",
+}
+
+
+def _runner_class(name: str):
+    try:
+        target = _BACKENDS[name]
+    except KeyError:
+        raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(_BACKENDS)}") from None
+    module_name, cls_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if (e.name or "").startswith("avs_engine"):
+            raise BackendError(f"backend '{name}' is not part of this version of avs-engine yet") from None
+        raise BackendError(f"backend '{name}' is not available: module {e.name} is not installed") from None
+    return getattr(module, cls_name)
+
+
+def create_runner(name: str, **kwargs) -> Runner:
+    """A runner for backend ``name``, not yet activated."""
+    return _runner_class(name)(**kwargs)
+
+
+def available_backends() -> dict[str, str]:
+    """backend -> "ok" or the reason it cannot run here (framework import only; no device touched)."""
+    out = {}
+    for name in _BACKENDS:
+        try:
+            cls = _runner_class(name)
+            reason = cls.unavailable_reason() if hasattr(cls, "unavailable_reason") else None
+            out[name] = reason or "ok"
+        except BackendError as e:
+            out[name] = str(e)
+    return out

@@ -1,0 +1,118 @@
+"""The PyTorch backend: the reference model, on CPU or CUDA, in float32/float16/bfloat16.
+
+torch is imported in ``activate_impl`` only. The reference is float32 eager;
+lower precisions cast the whole model (a pass, the model code stays plain).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Runner
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        config=None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        vggish: str | Path | None = None,
+        model=None,
+        seed: int | None = None,
+        allow_missing_fusion: bool = False,
+    ) -> None:
+        """``weights``: a bundle (its config is used) or a checkpoint of any
+        supported layout (``config`` then names the preset/config file).
+        ``model``: an already built STBAVA (tests). ``seed`` without weights:
+        random initialisation (tests and benchmarks only)."""
+        super().__init__()
+        if dtype not in DTYPES:
+            raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        self.weights, self.config_spec, self.device_name, self.dtype_name = weights, config, device, dtype
+        self.vggish, self.model, self.seed = vggish, model, seed
+        self.allow_missing_fusion = allow_missing_fusion
+        self.load_report = None
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        try:
+            import torch  # noqa: F401
+            import segment_anything  # noqa: F401
+        except ImportError as e:
+            return f"not available: {e.name} is not installed (pip install 'avs-engine[torch]')"
+        return None
+
+    def activate_impl(self) -> None:
+        reason = self.unavailable_reason()
+        if reason:
+            raise BackendError(f"torch backend {reason}")
+        import torch
+
+        from ..reference.build import build_model
+        from ..reference.checkpoint import is_bundle, load_bundle, load_checkpoint
+
+        if self.device_name.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError(f"device '{self.device_name}' requested but CUDA is not available here (use --device cpu)")
+        self.device = torch.device(self.device_name)
+        self.dtype = getattr(torch, self.dtype_name)
+        if self.model is None:
+            if self.weights is not None and is_bundle(self.weights):
+                self.model, self.load_report = load_bundle(self.weights)
+            elif self.weights is not None:
+                if self.config_spec is None:
+                    raise BackendError(f"{self.weights}: not a bundle, so the model config is needed (--config PRESET|FILE)")
+                self.model = build_model(self.config_spec, device="cpu" if self.allow_missing_fusion else "meta")
+                self.load_report = load_checkpoint(
+                    self.model, self.weights, vggish=self.vggish, allow_missing_fusion=self.allow_missing_fusion
+                )
+            elif self.seed is not None:
+                self.model = build_model(self.config_spec or "tiny", seed=self.seed)
+            else:
+                raise BackendError("no weights given (--weights FILE)")
+        self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
+        self.config = self.model.config
+        self.description = f"torch {self.device} {self.dtype_name}"
+        self._torch = torch
+
+    def _in(self, a: np.ndarray):
+        return self._torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)
+
+    def _out(self, t) -> np.ndarray:
+        return t.detach().float().cpu().numpy()
+
+    def run_impl(self, stage: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        m = self.model
+        x = {k: self._in(v) for k, v in inputs.items()}
+        with self._torch.inference_mode():
+            if stage == "audio":
+                return {"a128": self._out(m.embed_audio(x["log_mel"]))}
+            if stage == "image_encoder":
+                return {"enc": self._out(m.encode(x["image"], x["a128"]))}
+            if stage == "fusion":
+                dense, sparse = m.fuse(x["enc"], x["a128"])
+                return {"dense": self._out(dense), "sparse": self._out(sparse)}
+            if stage == "mask_decoder":
+                return {"logits": self._out(m.decode(x["enc"], x["dense"], x["sparse"]))}
+        raise AssertionError(stage)
+
+    def run_clip(self, image: np.ndarray, log_mel: np.ndarray) -> np.ndarray:
+        """Keeps intermediate tensors on the device; same result as the stage by stage path."""
+        with self._torch.inference_mode():
+            return self._out(self.model(self._in(image), self._in(log_mel)))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+    def deactivate_impl(self) -> None:
+        self.model = self.model if self.weights is None else None
