@@ -45,11 +45,12 @@ class TorchRunner(Runner):
 
     @staticmethod
     def unavailable_reason() -> str | None:
-        try:
-            import torch  # noqa: F401
-            import segment_anything  # noqa: F401
-        except ImportError as e:
-            return f"not available: {e.name} is not installed (pip install 'avs-engine[torch]')"
+        import importlib.util
+
+        # find_spec, not import: asking must not load torch into an engine-only process.
+        for mod in ("torch", "torchvision", "segment_anything"):
+            if importlib.util.find_spec(mod) is None:
+                return f"not available: {mod} is not installed (pip install 'avs-engine[torch]')"
         return None
 
     def activate_impl(self) -> None:

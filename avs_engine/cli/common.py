@@ -1,0 +1,47 @@
+"""Pieces shared by the commands: runner construction, model description, error lines."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import click
+
+from ..backends.base import create_runner
+from ..errors import BackendError
+
+
+def echo_err(msg: str) -> None:
+    """One line on stderr: 'error: ...'."""
+    click.echo(f"error: {msg.splitlines()[0] if msg else 'unknown error'}", err=True)
+
+
+def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_dir=None, device="cpu", dtype="float32"):
+    if backend == "torch":
+        if weights is None:
+            raise BackendError("no model weights: pass --weights FILE (a bundle, or an ST-BAVA checkpoint with --config PRESET)")
+        return create_runner("torch", weights=weights, config=config, vggish=vggish, device=device, dtype=dtype)
+    if engine_dir is None:
+        raise BackendError(f"--backend {backend} needs --engine-dir DIR (made by avs-export)")
+    return create_runner(backend, engine_dir=engine_dir)
+
+
+def file_sha256(path: Path, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_description(runner, weights) -> dict:
+    cfg = runner.config
+    d = {"backend": runner.name, "runner": runner.description, "preset": cfg.name}
+    if weights is not None:
+        d["weights"] = str(weights)
+        d["weights_sha256"] = file_sha256(Path(weights))
+    engine_dir = getattr(runner, "engine_dir", None)
+    if engine_dir is not None:
+        d["engine_dir"] = str(engine_dir)
+    d["summary"] = f"{cfg.name} ({runner.description})" + (f" from {weights}" if weights else "")
+    return d
