@@ -231,6 +231,12 @@ def load_checkpoint(
     if layout == "vggish":
         sd = {f"audio_backbone.{k}": v for k, v in sd.items()}
     if vggish is not None:
+        config: ModelConfig | None = getattr(model, "config", None)
+        if config is not None and config.audio.kind != "vggish":
+            raise CheckpointError(
+                f"{vggish}: a VGGish file was given but preset '{config.name}' uses the '{config.audio.kind}' "
+                "audio backbone; drop --vggish or use a config with audio.kind 'vggish'"
+            )
         vsd, _ = read_state_dict(vggish)
         if detect_layout(vsd) != "vggish":
             raise CheckpointError(f"{vggish}: not a torchvggish VGGish state_dict (expected features.* and embeddings.*)")
@@ -248,6 +254,11 @@ def load_checkpoint(
             )
         allow |= {"fusion", "adapters", "image_encoder", "mask_decoder"} if layout == "vggish" else {"fusion", "adapters"}
         report.notes.append(f"{lacking}: random init (opted in)")
+    bad = _shape_errors(model.state_dict(), sd)
+    if bad:  # a wrong preset is the likelier mistake: say that before anything else
+        cfg = getattr(model, "config", None)
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path}: does not fit preset '{getattr(cfg, 'name', '?')}': {bad[0]}{more}")
     if not any(k.startswith("audio_backbone.") for k in sd) and "audio" not in allow:
         raise CheckpointError(f"{path}: no audio backbone weights; pass the VGGish file (--vggish FILE)")
     return load_state_dict_checked(model, sd, report, allow_missing=frozenset(allow))

@@ -34,7 +34,7 @@ class SecondResult:
     second: int  # 0-based
     mask: np.ndarray | None  # bool [H, W] at the video's resolution (None once streamed out)
     area_fraction: float
-    bbox: list[int] | None  # [x0, y0, x1, y1], inclusive, or None when the mask is empty
+    bbox: list[int] | None  # [x0, y0, x1, y1), half-open pixel box, or None when the mask is empty
 
     def to_json(self) -> dict:
         return {"second": self.second, "area_fraction": self.area_fraction, "bbox": self.bbox}

@@ -40,7 +40,7 @@ def test_run_writes_every_output(tmp_path, tiny_bundle, sample_video):
         if s["bbox"] is not None:
             x0, y0, x1, y1 = s["bbox"]
             ys, xs = np.nonzero(mask)
-            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
+            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)  # half-open
     stages = doc["timings"]["stages"]
     for k in ("decode", "audio", "image_encoder", "fusion", "mask_decoder", "postprocess", "write"):
         assert stages[k]["total_s"] >= 0
