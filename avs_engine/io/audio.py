@@ -1,0 +1,212 @@
+"""Streaming decode of a file's audio track to 16 kHz mono float32.
+
+Each channel is resampled to 16 kHz keeping the input layout (FFmpeg's
+swresample, format ``fltp``), then we average the channels ourselves: mono =
+mean over all channels (5.1 included, LFE too). FFmpeg's own stereo->mono
+downmix would give (L+R)/sqrt(2) instead.
+
+Timeline: sample 0 is time 0 of the *video* timeline (the video stream's
+start time; the audio stream's own start if the file has no video). The
+first decoded audio frame's timestamp places the audio on that timeline:
+audio starting late is preceded by zeros, audio (e.g. AAC priming samples
+with negative timestamps, when the demuxer leaves them in) starting before
+time 0 is cut. FFmpeg already drops the AAC encoder delay when the container
+says how much it is (MP4 edit list / Matroska codec delay), so a file written
+by FFmpeg decodes aligned to within a sample. Later timestamp jumps of more
+than 20 ms are honoured (gap -> zeros, overlap -> samples dropped); smaller
+jitter (millisecond timestamps in Matroska) is ignored, the samples are taken
+as contiguous.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import av
+import numpy as np
+
+from ..errors import MediaError, NoAudioError
+from .probe import _one_line, check_file, open_media
+
+SAMPLE_RATE = 16000
+_JUMP = 0.020  # seconds: timestamp discontinuities larger than this are honoured
+
+
+def no_audio_message(path: str) -> str:
+    return f"{path}: no audio track (use --allow-silent to run with silence)"
+
+
+class Mono16k:
+    """Push decoded ``av.AudioFrame``s; get aligned 16 kHz mono float32 chunks out.
+
+    ``origin_s`` is the time (in stream seconds) that becomes sample 0.
+    Holds only the resampler's few buffered samples.
+    """
+
+    def __init__(self, origin_s: float = 0.0):
+        self.origin_s = float(origin_s)
+        self._resampler = None
+        self._key = None
+        self._cursor: float | None = None  # 16k-sample position where the next input lands
+        self._drop = 0  # output samples still to discard
+        self.n_out = 0  # samples emitted so far (= timeline position of the next sample)
+
+    def _emit(self, frames) -> list[np.ndarray]:
+        out = []
+        for o in frames:
+            x = o.to_ndarray()  # fltp: [C, n]
+            if x.ndim == 1:
+                x = x[None]
+            mono = x.astype(np.float32, copy=False).mean(axis=0, dtype=np.float64).astype(np.float32)
+            if self._drop:
+                k = min(self._drop, mono.shape[0])
+                mono = mono[k:]
+                self._drop -= k
+            if mono.size:
+                out.append(mono)
+                self.n_out += mono.size
+        return out
+
+    def _zeros(self, n: int) -> list[np.ndarray]:
+        if n <= 0:
+            return []
+        if self._drop:  # pending drops cancel against inserted silence
+            k = min(self._drop, n)
+            self._drop -= k
+            n -= k
+        if n <= 0:
+            return []
+        self.n_out += n
+        return [np.zeros(n, np.float32)]
+
+    def push(self, frame: "av.AudioFrame") -> list[np.ndarray]:
+        """Feed one decoded frame; returns zero or more mono chunks ``[n]`` float32."""
+        out: list[np.ndarray] = []
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self._key:
+            out += self._flush_resampler()
+            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=SAMPLE_RATE)
+            self._key = key
+        t = frame.time if frame.pts is not None else None
+        if t is not None:
+            where = (float(t) - self.origin_s) * SAMPLE_RATE
+            if self._cursor is None:
+                self._cursor = where
+                if where >= 0:
+                    out += self._zeros(int(round(where)))
+                else:
+                    self._drop += int(round(-where))
+            else:
+                jump = where - self._cursor
+                if abs(jump) > _JUMP * SAMPLE_RATE:
+                    if jump > 0:
+                        out += self._zeros(int(round(jump)))
+                    else:
+                        self._drop += int(round(-jump))
+                    self._cursor = where
+        elif self._cursor is None:
+            self._cursor = 0.0
+        self._cursor += frame.samples * SAMPLE_RATE / frame.sample_rate
+        out += self._emit(self._resampler.resample(frame))
+        return out
+
+    def _flush_resampler(self) -> list[np.ndarray]:
+        if self._resampler is None:
+            return []
+        frames = self._resampler.resample(None)
+        self._resampler = None
+        return self._emit(frames)
+
+    def finish(self) -> list[np.ndarray]:
+        """End of stream: what the resampler still holds."""
+        return self._flush_resampler()
+
+
+def _origin(container) -> float:
+    """Time 0 of the video timeline, in seconds."""
+    for streams in (container.streams.video, container.streams.audio):
+        if streams and streams[0].start_time is not None:
+            s = streams[0]
+            return float(s.start_time * s.time_base)
+    return 0.0
+
+
+def decode_audio(container, path: str, stream) -> Iterator["av.AudioFrame"]:
+    """Decoded frames of ``stream``; decode errors become MediaError."""
+    it = container.decode(stream)
+    while True:
+        try:
+            frame = next(it)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: audio decode error ({_one_line(e)})") from None
+        yield frame
+
+
+def has_audio(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has an audio stream (MediaError if it is not readable media)."""
+    with open_media(path) as c:
+        return bool(c.streams.audio)
+
+
+def iter_audio_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Yield the audio track as consecutive 16 kHz mono float32 chunks ``[n]``.
+
+    Concatenated, the chunks are the track on the video timeline (sample ``i``
+    is time ``i / 16000`` s after the video's start). Chunk sizes vary (a few
+    hundred samples). Checks run when called: MediaError for a bad file,
+    NoAudioError when there is no audio stream.
+    """
+    p = check_file(path)
+    with open_media(p) as c:
+        if not c.streams:
+            raise MediaError(f"{p}: no audio or video streams (empty or zero-length media)")
+        if not c.streams.audio:
+            raise NoAudioError(no_audio_message(p))
+    return _iter_audio(p)
+
+
+def _iter_audio(p: str) -> Iterator[np.ndarray]:
+    with open_media(p) as c:
+        stream = c.streams.audio[0]
+        mono = Mono16k(_origin(c))
+        for frame in decode_audio(c, p, stream):
+            yield from mono.push(frame)
+        yield from mono.finish()
+
+
+def read_audio_16k(path: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+    """Samples ``[round(start_s*16k), round(end_s*16k))`` of the 16 kHz mono track, float32 ``[n]``.
+
+    Decoding stops once ``end_s`` is reached. Not padded: if the track ends
+    earlier the result is shorter (possibly empty).
+    """
+    if start_s < 0:
+        raise ValueError(f"start_s must be >= 0, got {start_s}")
+    i0 = int(round(start_s * SAMPLE_RATE))
+    i1 = None if end_s is None else int(round(end_s * SAMPLE_RATE))
+    if i1 is not None and i1 <= i0:
+        return np.zeros(0, np.float32)
+    parts = []
+    pos = 0
+    it = iter_audio_16k(path)
+    try:
+        for chunk in it:
+            a, b = pos, pos + chunk.size
+            pos = b
+            if b <= i0:
+                continue
+            lo = max(i0 - a, 0)
+            hi = chunk.size if i1 is None else min(i1 - a, chunk.size)
+            if hi > lo:
+                parts.append(chunk[lo:hi])
+            if i1 is not None and pos >= i1:
+                break
+    finally:
+        it.close()
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+__all__ = ["SAMPLE_RATE", "iter_audio_16k", "read_audio_16k", "Mono16k", "has_audio", "no_audio_message"]
