@@ -68,6 +68,8 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, cl
             echo_err(str(e))
             results.append({"video": str(video), "error": str(e)})
     elapsed = time.perf_counter() - t0
+    if failed == len(videos) and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # nothing succeeded: leave no empty run folder behind
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), "model": model, "elapsed_s": round(elapsed, 3), "videos": results}, indent=2))
     else:

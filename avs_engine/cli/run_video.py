@@ -28,7 +28,7 @@ def run_video(runner, video: Path, run_dir: Path, *, clip_seconds: int, resize: 
         masks_dir.mkdir(parents=True, exist_ok=True)
         writer = OverlayWriter(str(video), out.path / "overlay.mp4") if overlay else None
         write_s = 0.0
-        bar = tqdm(desc=Path(video).name, unit="s", disable=not progress, leave=False)
+        bar = tqdm(total=result.n_seconds, desc=Path(video).name, unit="s", disable=not progress, leave=False)
         try:
             for sec in pipeline.iter_video(video, result):
                 tw = time.perf_counter()

@@ -50,6 +50,7 @@ class VideoResult:
     fps: float
     duration_s: float
     clip_seconds: int
+    n_seconds: int = 0  # seconds that will be predicted (one sampled frame each)
     seconds: list[SecondResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
@@ -63,6 +64,7 @@ class VideoResult:
             "fps": self.fps,
             "duration_s": self.duration_s,
             "clip_seconds": self.clip_seconds,
+            "n_seconds": self.n_seconds,
             "silent_audio": self.silent,
             "warnings": self.warnings,
             "seconds": [s.to_json() for s in self.seconds],
@@ -199,6 +201,7 @@ class Pipeline:
         result = VideoResult(
             path=str(path), width=info.width, height=info.height, fps=float(info.fps),
             duration_s=float(info.duration_s), clip_seconds=windows[0].length if windows else self.clip_seconds,
+            n_seconds=n,
         )
         if windows and windows[0].length < self.clip_seconds:
             result.warnings.append(

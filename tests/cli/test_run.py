@@ -141,3 +141,26 @@ def test_weights_required_and_checked(tmp_path, sample_video, tiny_bundle):
     assert len(r.stderr.strip().splitlines()) == 1 and "tiny_authors.pth" in r.stderr and "vit_b" in r.stderr
     r = invoke(sample_video, "--weights", ck, "--project", tmp_path)
     assert r.exit_code == 2 and "--config" in r.stderr
+
+
+def test_unusable_device_is_one_line(tmp_path, tiny_bundle, sample_video):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = invoke(sample_video, "--weights", tiny_bundle, "--device", "cuda", "--project", tmp_path)
+    assert r.exit_code == 2
+    assert r.stderr.strip().count("\n") == 0 and "CUDA is not available" in r.stderr
+    assert not (tmp_path / "run").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_masks_mostly_agree(tmp_path, tiny_bundle, sample_video, dtype):
+    ref = invoke(sample_video, "--weights", tiny_bundle, "--project", tmp_path / "a", "--quiet", "--no-overlay")
+    low = invoke(sample_video, "--weights", tiny_bundle, "--project", tmp_path / "b", "--quiet", "--no-overlay", "--dtype", dtype)
+    assert ref.exit_code == 0 and low.exit_code == 0, low.output
+    for i in range(1, 7):
+        a = np.asarray(Image.open(tmp_path / "a" / "run" / "clip" / "masks" / f"{i:06d}.png")) > 0
+        b = np.asarray(Image.open(tmp_path / "b" / "run" / "clip" / "masks" / f"{i:06d}.png")) > 0
+        iou = (a & b).sum() / max((a | b).sum(), 1)
+        assert iou > 0.8, (dtype, i, iou)

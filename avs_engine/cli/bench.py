@@ -1,0 +1,124 @@
+"""avs-bench: per-stage latency, memory and throughput, every backend against the PyTorch reference."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import AvsError
+from .common import echo_err
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT, e.g. 640x360, got '{text}'") from None
+    return w, h
+
+
+def _command(params: dict) -> str:
+    """The command line that reproduces this run (every option spelled out)."""
+    parts = ["avs-bench"]
+    for name, value in params.items():
+        if value is None or name == "quiet":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if name == "overlay":
+                parts.append("--overlay" if value else "--no-overlay")
+            elif value:
+                parts.append(flag)
+            continue
+        parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--preset", default="tiny", show_default=True, help="Model preset (tiny, vit_b, vit_l, vit_h) or a JSON config.")
+@click.option("-T", "--T", "T", type=click.IntRange(1, 64), default=5, show_default=True, help="Clip length in seconds (frames per clip).")
+@click.option("--backends", default="torch:float32,onnxruntime", show_default=True,
+              help="Comma-separated rows, backend[:precision]: torch:float32, torch:bfloat16, torch:float16, "
+                   "onnxruntime, tensorrt. torch:float32 (the reference) is always measured, first.")
+@click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Measured runs per row (median and p90 over these).")
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per row, reported apart.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for torch rows and the matmul peak: cpu, cuda, cuda:1 ...")
+@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graphs/engines from avs-export, for onnxruntime/tensorrt rows.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="A bundle for the torch rows (default: random weights, seed 0).")
+@click.option("--video-size", default="640x360", show_default=True, help="Size of the generated test video (WIDTHxHEIGHT).")
+@click.option("--overlay/--no-overlay", default=True, show_default=True, help="Time writing the overlay video as avs-run does.")
+@click.option("--streaming", is_flag=True, help="Instead: avs-run's real-time factor and peak RSS (torch float32, random weights) "
+              "on a short and a long generated video.")
+@click.option("--short-seconds", type=click.IntRange(1), default=10, show_default=True, help="--streaming: the short video's length.")
+@click.option("--long-seconds", type=click.IntRange(1), default=600, show_default=True, help="--streaming: the long video's length.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report path without extension; writes .json, .md and .png. "
+              "Default: avs_bench_<preset>_T<T> (or avs_bench_streaming).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def main(preset, T, backends, runs, warmup, device, engine_dir, weights, video_size, overlay, streaming,
+         short_seconds, long_seconds, out, quiet):
+    """Time every stage of a clip (decode, log-mel, preprocess, audio, image
+    encoder, fusion, mask decoder, post-processing, writing) for each backend,
+    with the PyTorch FP32 reference measured in the same run; report medians,
+    p90, ratios to the reference, warm-up apart, achieved TFLOP/s against the
+    measured matmul peak, and peak memory. Backends that cannot run here are
+    listed as "not available: <reason>".
+
+    Writes OUT.json (every figure with its unit), OUT.md and OUT.png.
+    """
+    params = click.get_current_context().params
+    command = _command({k: v for k, v in params.items() if k not in (
+        ("short_seconds", "long_seconds") if not streaming else
+        ("backends", "runs", "warmup", "engine_dir", "weights", "video_size"))})
+    say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    try:
+        from ..bench.report import write_reports
+
+        if streaming:
+            from ..bench.streaming import run_streaming
+
+            doc = run_streaming(preset, T, (short_seconds, long_seconds), device=device, dtype="float32",
+                                overlay=overlay, command=command, progress=say)
+            prefix = out or Path("avs_bench_streaming")
+        else:
+            from ..bench.harness import BenchSettings, run_benchmark
+
+            settings = BenchSettings(
+                preset=preset, T=T, backends=tuple(b for b in backends.split(",") if b.strip()), runs=runs,
+                warmup=warmup, device=device, engine_dir=engine_dir, weights=weights, video_size=_size(video_size),
+                overlay=overlay, command=command,
+            )
+            doc = run_benchmark(settings, progress=say)
+            prefix = out or Path(f"avs_bench_{preset}_T{T}")
+        paths = write_reports(doc, prefix)
+    except AvsError as e:
+        echo_err(str(e))
+        sys.exit(2)
+    click.echo(_summary(doc))
+    click.echo(f"Reports written to {paths['json']}, {paths['markdown']}, {paths['chart']}")
+
+
+def _summary(doc: dict) -> str:
+    if doc["kind"] == "streaming":
+        return "\n".join(
+            f"{v['label']}: " + (f"real-time factor {v['realtime_factor']['value']}, peak RSS {v['peak_rss']['value']} MiB"
+                                 if v["status"] == "ok" else v["status"])
+            for v in doc["videos"]
+        ) + "\n" + doc["memory_flat"]["statement"]
+    lines = []
+    for r in doc["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"{r['label']}: {r['status']}")
+            continue
+        clip, model = r["totals"]["clip"], r["totals"]["model"]
+        ratio = clip["ratio_to_reference"]
+        ratio_s = f" ({ratio['value']:.2f}x reference)" if isinstance(ratio, dict) and r["label"] != doc["reference"] else ""
+        lines.append(f"{r['label']}: clip {clip['median']['value']:.1f} ms median (p90 {clip['p90']['value']:.1f}){ratio_s}, "
+                     f"model {model['median']['value']:.1f} ms, {r['throughput']['value']:.2f} s of video per s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""avs-export: write the deployment graphs of an ST-BAVA model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import AvsError, BackendError
+from .common import echo_err
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Export ST-BAVA for deployment: ONNX graphs (``avs-export onnx``)."""
+
+
+@main.command("onnx")
+@click.option("--config", "config", default=None, help="Preset (tiny, vit_b, vit_l, vit_h) or a JSON config; needed for checkpoints that are not bundles.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="An avs-engine bundle (.safetensors) or a checkpoint (with --config).")
+@click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights, for checkpoints without audio weights.")
+@click.option("--allow-missing-fusion", is_flag=True, help="Accept SAMA-AVS/SAM checkpoints; the missing parts keep a random init.")
+@click.option("--seed", type=int, default=None, help="Random weights with this seed instead of --weights (tests and benchmarks only).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the graphs and manifest.json.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]), default="both", show_default=True)
+@click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset (18 or newer).")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Measure parity against PyTorch on ONNX Runtime CPU and print the report.")
+@click.option("--verify-frames", type=click.IntRange(1, 64), default=2, show_default=True, help="Clip length T of the parity check.")
+@click.option("--fp16-reference", type=click.Choice(["auto", "half", "rounded"]), default="auto", show_default=True,
+              help="PyTorch fp16 yardstick: the model in float16, or float32 kernels with float16 rounding (fast on CPU).")
+def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision, opset, verify, verify_frames, fp16_reference):
+    """Export the four graphs (audio, image_encoder, fusion, mask_decoder) to ONNX.
+
+    Writes OUT/fp32/*.onnx and/or OUT/fp16/*.onnx (float16 with float32
+    islands) with the clip length T dynamic, and OUT/manifest.json (config,
+    checkpoint hash, graph hashes, I/O, precision, opset, tool versions), then,
+    with --verify, prints each graph's error against PyTorch and the whole
+    chain's mask IoU. Exit code 2 for bad input, 1 when parity fails.
+    """
+    try:
+        from ..export.onnx_export import export_onnx
+
+        model, checkpoint = load_model(config, weights, vggish, allow_missing_fusion, seed)
+        click.echo(f"model: {model.config.name} ({checkpoint.get('summary', '')}) -> {out}")
+        result = export_onnx(model, out, precision=precision, opset=opset, checkpoint=checkpoint, verify=verify,
+                             verify_frames=verify_frames, fp16_reference=fp16_reference, progress=click.echo)
+    except ModuleNotFoundError as e:
+        echo_err(f"avs-export onnx needs {e.name}: pip install 'avs-engine[torch,onnx]'")
+        sys.exit(2)
+    except (AvsError, OSError) as e:
+        echo_err(str(e))
+        sys.exit(2)
+    report = result.report
+    if report is not None:
+        for line in report.lines():
+            click.echo(line)
+        if not report.ok:
+            echo_err(f"parity check failed ({'; '.join(report.failures())}); graphs left in {out}")
+            sys.exit(1)
+    click.echo(f"graphs and manifest saved to {out}")
+
+
+def load_model(config, weights, vggish, allow_missing_fusion, seed):
+    """The float32 reference model and a description of its weights for the manifest."""
+    from ..backends.torch_backend import TorchRunner
+    from .common import file_sha256
+
+    if seed is not None and weights is not None:
+        raise BackendError("give either --weights or --seed, not both")
+    if seed is None and weights is None:
+        raise BackendError("no weights given: --weights FILE (or --seed N for random weights)")
+    runner = TorchRunner(weights=weights, config=config or ("tiny" if seed is not None else None), vggish=vggish,
+                         seed=seed, allow_missing_fusion=allow_missing_fusion).activate()
+    if seed is not None:
+        return runner.model, {"random_seed": seed, "summary": f"random weights, seed {seed}"}
+    files = [{"role": "weights", "file": Path(weights).name, "sha256": file_sha256(Path(weights))}]
+    if vggish is not None:
+        files.append({"role": "vggish", "file": Path(vggish).name, "sha256": file_sha256(Path(vggish))})
+    layout = runner.load_report.layout if runner.load_report is not None else "unknown"
+    return runner.model, {"layout": layout, "files": files, "summary": f"{layout} weights from {Path(weights).name}"}
+
+
+if __name__ == "__main__":
+    main()
