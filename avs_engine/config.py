@@ -103,6 +103,8 @@ class ModelConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         base = d.get("base")
+        if base is not None and not isinstance(base, str):
+            raise ConfigError(f"{source}: 'base' must be a preset name, got {base!r}")
         cfg = from_name(base) if base else cls()
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
@@ -116,18 +118,42 @@ class ModelConfig:
                 unknown = sorted(set(value) - known)
                 if unknown:
                     raise ConfigError(f"{source}: unknown key(s) in '{key}': {', '.join(unknown)}")
-                fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-                kwargs[key] = dataclasses.replace(getattr(cfg, key), **fixed)
+                sub = getattr(cfg, key)
+                fixed = {k: _typed(source, f"{key}.{k}", getattr(sub, k), v) for k, v in value.items()}
+                kwargs[key] = dataclasses.replace(sub, **fixed)
             elif key in ("name", "output_size"):
-                kwargs[key] = value
+                kwargs[key] = _typed(source, key, getattr(cfg, key), value)
             else:
                 raise ConfigError(f"{source}: unknown key '{key}'")
+        if "name" not in kwargs and kwargs:
+            # a changed architecture must not be reported under its base preset's name
+            kwargs["name"] = Path(source).stem if source.endswith(".json") else f"{cfg.name}+custom"
         cfg = dataclasses.replace(cfg, **kwargs)
         cfg.validate(source)
         return cfg
 
     def validate(self, source: str = "config") -> None:
         e = self.encoder
+        positive = {
+            "encoder.img_size": e.img_size, "encoder.patch_size": e.patch_size, "encoder.embed_dim": e.embed_dim,
+            "encoder.depth": e.depth, "encoder.num_heads": e.num_heads, "encoder.out_chans": e.out_chans,
+            "encoder.adapter_dim": e.adapter_dim, "encoder.mlp_ratio": e.mlp_ratio,
+            "audio.embed_dim": self.audio.embed_dim, "fusion.dim": self.fusion.dim, "fusion.depth": self.fusion.depth,
+            "fusion.num_heads": self.fusion.num_heads, "fusion.mlp_dim": self.fusion.mlp_dim,
+            "decoder.transformer_depth": self.decoder.transformer_depth, "decoder.mlp_dim": self.decoder.mlp_dim,
+            "decoder.num_heads": self.decoder.num_heads, "decoder.num_multimask_outputs": self.decoder.num_multimask_outputs,
+            "decoder.iou_head_depth": self.decoder.iou_head_depth,
+            "decoder.iou_head_hidden_dim": self.decoder.iou_head_hidden_dim, "output_size": self.output_size,
+        }
+        bad_values = [f"{k}={v}" for k, v in positive.items() if not v > 0]
+        if e.window_size < 0:
+            bad_values.append(f"encoder.window_size={e.window_size}")
+        if not 0.0 <= self.fusion.dropout < 1.0:
+            bad_values.append(f"fusion.dropout={self.fusion.dropout}")
+        if any(c <= 0 for c in self.audio.channels):
+            bad_values.append(f"audio.channels={list(self.audio.channels)}")
+        if bad_values:
+            raise ConfigError(f"{source}: out-of-range value(s): {', '.join(bad_values)}")
         if e.img_size % e.patch_size:
             raise ConfigError(f"{source}: img_size {e.img_size} is not a multiple of patch_size {e.patch_size}")
         if e.embed_dim % e.num_heads:
@@ -141,6 +167,33 @@ class ModelConfig:
             raise ConfigError(f"{source}: fusion dim {self.fusion.dim} must equal the encoder's out_chans {e.out_chans}")
         if self.audio.kind not in ("vggish", "small"):
             raise ConfigError(f"{source}: audio.kind must be 'vggish' or 'small', got '{self.audio.kind}'")
+
+
+def _typed(source: str, where: str, current: Any, value: Any) -> Any:
+    """``value`` checked against the type of the field's current value (JSON lists become tuples)."""
+    if isinstance(current, tuple):
+        if isinstance(value, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            return tuple(value)
+        want = "a list of integers"
+    elif isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        want = "true or false"
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        want = "an integer"
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        want = "a number"
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+        want = "a string"
+    else:  # pragma: no cover - every field is one of the above
+        return value
+    raise ConfigError(f"{source}: '{where}' must be {want}, got {value!r}")
 
 
 def _sam(name: str, embed_dim: int, depth: int, heads: int, globals_: tuple[int, ...]) -> ModelConfig:
@@ -188,6 +241,10 @@ def from_file(path: str | Path) -> ModelConfig:
         raise ConfigError(f"{path}: config file not found") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or type(e).__name__})") from None
     return ModelConfig.from_dict(data, source=str(path))
 
 

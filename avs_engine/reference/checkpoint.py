@@ -130,7 +130,9 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not isinstance(sd, Mapping) or not sd:
         raise CheckpointError(f"{path}: no tensors found (expected a state_dict)")
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if sd and all(k.startswith("module.") for k in sd):
+    if not sd:
+        raise CheckpointError(f"{path}: no tensors found (expected a state_dict)")
+    if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return dict(sd), meta
 
@@ -297,7 +299,11 @@ def read_bundle_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: not an avs-engine bundle ({e})") from None
     if meta.get("format") != BUNDLE_FORMAT:
         raise CheckpointError(f"{path}: not an avs-engine bundle (format '{meta.get('format')}', expected '{BUNDLE_FORMAT}')")
-    return ModelConfig.from_dict(json.loads(meta["config"]), source=str(path))
+    try:
+        cfg = json.loads(meta["config"])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: avs-engine bundle without a readable 'config' entry in its metadata") from None
+    return ModelConfig.from_dict(cfg, source=str(path))
 
 
 def is_bundle(path: str | Path) -> bool:

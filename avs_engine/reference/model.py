@@ -7,6 +7,8 @@ backbone (a separate file in the authors' release) is ``audio_backbone``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
@@ -47,9 +49,21 @@ class STBAVA(nn.Module):
         return self.image_encoder(image, a128)
 
     def dense_pe(self) -> torch.Tensor:
-        """SAM's random-Fourier positional encoding of the token grid: [1,C,G,G]."""
+        """SAM's random-Fourier positional encoding of the token grid: [1,C,G,G].
+
+        The same maths as ``PositionEmbeddingRandom.forward`` (grid-cell centres in
+        [0,1], ``2c-1``, times the Gaussian matrix, ``2*pi``, [sin, cos]), worked in
+        float32 (float64 for a float64 model) and cast to the model's dtype: SAM's
+        own forward builds its grid in float32 and fails on a float16/bfloat16 model.
+        """
         g = self.config.grid
-        return self.pe_layer((g, g)).unsqueeze(0)
+        gauss = self.pe_layer.positional_encoding_gaussian_matrix  # [2, C/2]
+        work = torch.float64 if gauss.dtype == torch.float64 else torch.float32
+        centres = (torch.arange(g, device=gauss.device, dtype=work) + 0.5) / g  # [G]
+        coords = torch.stack([centres[None, :].expand(g, g), centres[:, None].expand(g, g)], dim=-1)  # [G, G, (x, y)]
+        phase = 2 * math.pi * ((2 * coords - 1) @ gauss.to(work))  # [G, G, C/2]
+        pe = torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1).permute(2, 0, 1)  # [C, G, G]
+        return pe.unsqueeze(0).to(gauss.dtype)
 
     def fuse(self, enc: torch.Tensor, a128: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """enc [T,C,G,G], a128 [T,A] -> (dense [T,C,G,G], sparse [T,2,C])."""
