@@ -30,17 +30,22 @@ class TorchRunner(Runner):
         model=None,
         seed: int | None = None,
         allow_missing_fusion: bool = False,
+        fused: bool = False,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
         ``model``: an already built STBAVA (tests). ``seed`` without weights:
-        random initialisation (tests and benchmarks only)."""
+        random initialisation (tests and benchmarks only). ``fused``: swap in the
+        exact-algebra ST-BAVA block (any device) and, on CUDA, the fused CUDA
+        attention kernels (avs_engine.kernels)."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
         self.weights, self.config_spec, self.device_name, self.dtype_name = weights, config, device, dtype
         self.vggish, self.model, self.seed = vggish, model, seed
         self.allow_missing_fusion = allow_missing_fusion
+        self.fused = fused
+        self.swapped: dict[str, int] = {}
         self.load_report = None
 
     @staticmethod
@@ -81,8 +86,17 @@ class TorchRunner(Runner):
             else:
                 raise BackendError("no weights given (--weights FILE)")
         self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
+        if self.fused:
+            from ..kernels.fused_fusion import fuse_stbava
+
+            fuse_stbava(self.model)
+            self.swapped = {"fusion_blocks": len(self.model.layers)}
+            if self.device.type == "cuda":
+                from ..kernels.torch_ops import use_cuda_kernels
+
+                self.swapped = use_cuda_kernels(self.model)
         self.config = self.model.config
-        self.description = f"torch {self.device} {self.dtype_name}"
+        self.description = f"torch {self.device} {self.dtype_name}" + (" fused" if self.fused else "")
         self._torch = torch
 
     def _in(self, a: np.ndarray):

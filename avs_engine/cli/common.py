@@ -16,11 +16,11 @@ def echo_err(msg: str) -> None:
     click.echo(f"error: {msg.splitlines()[0] if msg else 'unknown error'}", err=True)
 
 
-def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_dir=None, device="cpu", dtype="float32"):
+def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_dir=None, device="cpu", dtype="float32", fused=False):
     if backend == "torch":
         if weights is None:
             raise BackendError("no model weights: pass --weights FILE (a bundle, or an ST-BAVA checkpoint with --config PRESET)")
-        return create_runner("torch", weights=weights, config=config, vggish=vggish, device=device, dtype=dtype)
+        return create_runner("torch", weights=weights, config=config, vggish=vggish, device=device, dtype=dtype, fused=fused)
     if engine_dir is None:
         raise BackendError(f"--backend {backend} needs --engine-dir DIR (made by avs-export)")
     return create_runner(backend, engine_dir=engine_dir)

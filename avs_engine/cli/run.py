@@ -23,6 +23,7 @@ from .run_video import run_video
 @click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graph/engine folder (from avs-export) for the onnxruntime/tensorrt backends.")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block; on CUDA also the fused CUDA attention kernels.")
 @click.option("-T", "--clip-seconds", type=click.IntRange(1, 64), default=5, show_default=True, help="Window length in seconds (the model was trained on 5).")
 @click.option("--resize", type=click.Choice(["avsbench", "direct"]), default="avsbench", show_default=True, help="avsbench: squash to 224x224 then up, as the training data; direct: straight to the encoder size.")
 @click.option("--allow-silent", is_flag=True, help="Run videos without an audio track on silence instead of failing.")
@@ -31,7 +32,7 @@ from .run_video import run_video
 @click.option("--name", default="run", show_default=True, help="Run folder name: runs/run, runs/run2, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, clip_seconds, resize, allow_silent, overlay, project, name, as_json, quiet):
+def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, fused, clip_seconds, resize, allow_silent, overlay, project, name, as_json, quiet):
     """Segment the sounding objects of each VIDEO, one mask per second.
 
     For each video, writes masks/000001.png ... (one per second, at the video's
@@ -40,7 +41,7 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, cl
     still run; the exit code is non-zero if any failed.
     """
     try:
-        runner = make_runner(backend, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, device=device, dtype=dtype)
+        runner = make_runner(backend, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, device=device, dtype=dtype, fused=fused)
         runner.activate()
     except AvsError as e:
         echo_err(str(e))

@@ -164,3 +164,13 @@ def test_low_precision_masks_mostly_agree(tmp_path, tiny_bundle, sample_video, d
         b = np.asarray(Image.open(tmp_path / "b" / "run" / "clip" / "masks" / f"{i:06d}.png")) > 0
         iou = (a & b).sum() / max((a | b).sum(), 1)
         assert iou > 0.8, (dtype, i, iou)
+
+
+def test_fused_block_gives_the_same_masks(tmp_path, tiny_bundle, sample_video):
+    ref = invoke(sample_video, "--weights", tiny_bundle, "--project", tmp_path / "a", "--quiet", "--no-overlay")
+    fused = invoke(sample_video, "--weights", tiny_bundle, "--project", tmp_path / "b", "--quiet", "--no-overlay", "--fused")
+    assert ref.exit_code == 0 and fused.exit_code == 0, fused.output
+    for i in range(1, 7):
+        a = np.asarray(Image.open(tmp_path / "a" / "run" / "clip" / "masks" / f"{i:06d}.png"))
+        b = np.asarray(Image.open(tmp_path / "b" / "run" / "clip" / "masks" / f"{i:06d}.png"))
+        assert (a == b).mean() > 0.999

@@ -1,0 +1,222 @@
+"""torch glue for the CUDA kernels, and the pass that puts them into a built model.
+
+Tensors become :class:`~.launchers.DeviceArray` views (``data_ptr``, shape,
+strides); kernels run on torch's current stream of the tensor's device.
+:func:`use_cuda_kernels` swaps, in place (STYLE habit 5):
+
+- every ST-BAVA block for a :class:`CudaFusedAVFusionBlock` (the exact-algebra
+  block of ``fused_fusion`` with its three attention reductions on the kernels);
+- every global-attention module of the SAM encoder (``window_size == 0``, head
+  dim 64 or 80, grid <= 64) for a :class:`CudaRelPosAttention` (flash attention
+  with the decomposed relative-position bias added on the fly).
+
+Parameters are shared with the original modules; state_dict keys do not change.
+Shapes the kernels do not take (T > 8, ...) fall back to the PyTorch maths.
+The ``kernels`` factories are injectable: tests pass the host emulators of
+``host_emulation`` and run all of this on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .fused_fusion import FusedAVFusionBlock, TorchAttentionOps
+from .launchers import DeviceArray, RelPosAttention, StbavaKernels
+
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def as_array(t: torch.Tensor, name: str = "tensor") -> DeviceArray:
+    return DeviceArray(t.data_ptr(), tuple(t.shape), tuple(t.stride()), DTYPE_NAMES.get(t.dtype, str(t.dtype)), name)
+
+
+def stream_of(t: torch.Tensor) -> int:
+    """torch's current stream on the tensor's device (0 for host tensors: emulation)."""
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def _inner_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+class _DeviceGuard:
+    """``torch.cuda.device(t.device)`` for CUDA tensors (the kernels load into that context)."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.ctx = torch.cuda.device(t.device) if t.is_cuda else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+class CudaAttentionOps:
+    """``TorchAttentionOps``' three methods on the CUDA kernels (same arguments, same results)."""
+
+    def __init__(self, kernels: Callable[..., StbavaKernels] | None = None) -> None:
+        self.factory = kernels
+        self._cache: dict[tuple, StbavaKernels] = {}
+
+    def kernels(self, T: int, H: int, C: int, like: torch.Tensor) -> StbavaKernels | None:
+        """The kernels for (T, H, C) on ``like``'s device, or None if they cannot take the shape."""
+        key = (T, H, C, like.device)
+        if key not in self._cache:
+            try:
+                StbavaKernels.check_shape(T, H, C)
+            except Exception:
+                self._cache[key] = None
+            else:
+                with _DeviceGuard(like):
+                    factory = self.factory or (lambda T, H, C: StbavaKernels(T, H, C, device=like.device.index or 0))
+                    self._cache[key] = factory(T, H, C)
+        return self._cache[key]
+
+    def temporal_audio(self, v, vpe, m, beta, values, num_heads: int) -> torch.Tensor:
+        T, N, C = v.shape
+        k = self.kernels(T, num_heads, C, v)
+        if k is None:
+            return TorchAttentionOps.temporal_audio(v, vpe, m, beta, values, num_heads)
+        v, vpe = _inner_contiguous(v), _inner_contiguous(vpe.to(v.dtype))
+        f32 = dict(dtype=torch.float32, device=v.device)
+        m, beta, values = (x.to(torch.float32).contiguous() for x in (m, beta, values))
+        pbar = torch.empty(T, num_heads * T, **f32)
+        out = torch.empty(T, C, **f32)
+        ws = torch.empty(k.temporal_audio_workspace(N), **f32)
+        with _DeviceGuard(v):
+            k.temporal_audio(as_array(v, "v"), as_array(vpe, "vpe"), as_array(m, "m"), as_array(beta, "beta"),
+                             as_array(values, "values"), as_array(pbar, "pbar"), as_array(out, "out"),
+                             as_array(ws, "workspace"), stream_of(v))
+        return out
+
+    def temporal_visual(self, v, vpe, values, m, num_heads: int) -> torch.Tensor:
+        T, N, C = v.shape
+        k = self.kernels(T, num_heads, C, v)
+        if k is None:
+            return TorchAttentionOps.temporal_visual(v, vpe, values, m, num_heads)
+        v, vpe, values = _inner_contiguous(v), _inner_contiguous(vpe.to(v.dtype)), _inner_contiguous(values.to(v.dtype))
+        m = m.to(torch.float32).contiguous()
+        out = torch.empty_like(v, memory_format=torch.contiguous_format)
+        with _DeviceGuard(v):
+            k.temporal_visual(as_array(v, "v"), as_array(vpe, "vpe"), as_array(values, "values"), as_array(m, "m"),
+                              as_array(out, "out"), stream_of(v))
+        return out
+
+    def spatial_visual(self, v, vpe, m, num_heads: int) -> torch.Tensor:
+        T, N, C = v.shape
+        k = self.kernels(T, num_heads, C, v)
+        if k is None:
+            return TorchAttentionOps.spatial_visual(v, vpe, m, num_heads)
+        v, vpe = _inner_contiguous(v), _inner_contiguous(vpe.to(v.dtype))
+        m = m.to(torch.float32).contiguous()
+        f32 = dict(dtype=torch.float32, device=v.device)
+        out = torch.empty(T, num_heads, C, **f32)
+        ws = torch.empty(k.spatial_visual_workspace(N), **f32)
+        with _DeviceGuard(v):
+            k.spatial_visual(as_array(v, "v"), as_array(vpe, "vpe"), as_array(m, "m"), as_array(out, "out"),
+                             as_array(ws, "workspace"), stream_of(v))
+        return out
+
+
+class CudaFusedAVFusionBlock(FusedAVFusionBlock):
+    """The exact-algebra block with its attention reductions on the CUDA kernels."""
+
+    def __init__(self, block: nn.Module, ops: CudaAttentionOps | None = None) -> None:
+        super().__init__(block)
+        self.ops = ops or CudaAttentionOps()
+
+
+# -- SAM global attention -----------------------------------------------------------------------
+
+
+def decomposed_rel_tables(q: torch.Tensor, rel_pos_h, rel_pos_w, q_size, k_size):
+    """SAM's ``add_decomposed_rel_pos`` terms, before they are added: q [B,L,heads,D] (unscaled)
+    -> rel_h [B*heads, L, k_h], rel_w [B*heads, L, k_w], float32 (products in float32)."""
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    (q_h, q_w), (k_h, k_w) = q_size, k_size
+    B, L, heads, D = q.shape
+    Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(torch.float32)  # [q_h, k_h, D]
+    Rw = get_rel_pos(q_w, k_w, rel_pos_w).to(torch.float32)  # [q_w, k_w, D]
+    r_q = q.permute(0, 2, 1, 3).reshape(B * heads, q_h, q_w, D).to(torch.float32)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh).reshape(B * heads, L, k_h)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw).reshape(B * heads, L, k_w)
+    return rel_h, rel_w
+
+
+class CudaRelPosAttention(nn.Module):
+    """SAM ``Attention`` (global, decomposed rel-pos) on the flash kernel.
+
+    Same parameters as the module it replaces. The kernel takes float16/bfloat16:
+    a float32 model computes the attention in ``compute_dtype`` (projections stay float32).
+    """
+
+    def __init__(self, attn: nn.Module, compute_dtype: torch.dtype = torch.float16,
+                 kernel: RelPosAttention | None = None) -> None:
+        super().__init__()
+        assert attn.use_rel_pos, "only the relative-position form is fused"
+        self.num_heads = attn.num_heads
+        self.scale = attn.scale
+        self.qkv, self.proj = attn.qkv, attn.proj
+        self.use_rel_pos = True
+        self.rel_pos_h, self.rel_pos_w = attn.rel_pos_h, attn.rel_pos_w
+        self.compute_dtype = compute_dtype
+        self._kernel = kernel
+
+    def kernel(self, like: torch.Tensor) -> RelPosAttention:
+        if self._kernel is None:
+            with _DeviceGuard(like):
+                self._kernel = RelPosAttention(device=like.device.index or 0)
+        return self._kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B,H,W,dim] -> [B,H,W,dim]."""
+        B, Hg, Wg, _ = x.shape
+        L, heads = Hg * Wg, self.num_heads
+        dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16) else self.compute_dtype
+        qkv = self.qkv(x).reshape(B, L, 3, heads, -1).to(dtype)  # [B, L, 3, heads, D], read in place
+        q, k, v = qkv.unbind(2)  # [B, L, heads, D] views
+        rel_h, rel_w = decomposed_rel_tables(q, self.rel_pos_h, self.rel_pos_w, (Hg, Wg), (Hg, Wg))
+        out = torch.empty(B, L, heads, q.shape[-1], dtype=dtype, device=x.device)
+        with _DeviceGuard(x):
+            self.kernel(x)(as_array(q, "q"), as_array(k, "k"), as_array(v, "v"), as_array(rel_h, "rel_h"),
+                           as_array(rel_w, "rel_w"), as_array(out, "out"), (Hg, Wg), (Hg, Wg), self.scale,
+                           stream_of(x))
+        return self.proj(out.reshape(B, Hg, Wg, -1).to(x.dtype))
+
+
+def relpos_supported(attn: nn.Module, grid: int) -> bool:
+    head_dim = attn.qkv.in_features // attn.num_heads
+    return bool(getattr(attn, "use_rel_pos", False)) and head_dim in RelPosAttention.HEAD_DIMS and grid <= 64
+
+
+# -- the pass ---------------------------------------------------------------------------------------
+
+
+def use_cuda_kernels(model: nn.Module, compute_dtype: torch.dtype = torch.float16,
+                     stbava_kernels: Callable[..., StbavaKernels] | None = None,
+                     relpos_kernel: RelPosAttention | None = None) -> dict[str, int]:
+    """Swap the kernels into a built ST-BAVA model (in place); returns what was swapped.
+
+    ``compute_dtype``: the global attention's precision when the model is float32.
+    """
+    from ..reference.fusion import AVFusionBlock
+
+    swapped = {"fusion_blocks": 0, "global_attention": 0}
+    ops = CudaAttentionOps(stbava_kernels)
+    for i, layer in enumerate(model.layers):
+        if type(layer) in (AVFusionBlock, FusedAVFusionBlock):
+            model.layers[i] = CudaFusedAVFusionBlock(layer, ops)
+            swapped["fusion_blocks"] += 1
+    grid = model.config.grid
+    for blk in model.image_encoder.blocks:
+        if blk.window_size == 0 and not isinstance(blk.attn, CudaRelPosAttention) and relpos_supported(blk.attn, grid):
+            blk.attn = CudaRelPosAttention(blk.attn, compute_dtype, relpos_kernel)
+            swapped["global_attention"] += 1
+    return swapped

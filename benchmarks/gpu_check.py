@@ -1,0 +1,573 @@
+"""GPU check of the avs-engine kernels (issue 5): build, verify at the real shapes, time.
+
+    python benchmarks/gpu_check.py                 # on a CUDA GPU, about 2-5 minutes
+    python benchmarks/gpu_check.py --dry-run       # CPU rehearsal: small shapes, kernels emulated
+
+(avs_engine must be importable: ``pip install -e '.[torch]' cuda-python``.)
+
+1. Build: NVRTC -> CUBIN for the GPU's arch, cold (empty cache) and timed.
+2. Checks on fresh random inputs at vit_h shapes (ST-BAVA: T=5, 4096 pixels, 256 channels,
+   8 heads; global attention: batch T=5, 16 heads x 80, 4096 tokens; plus head dim 64 and
+   a 40x40 grid with partial tiles): every output pre-filled with NaN (all must be written);
+   error against a float64/float32 reference at most 2x PyTorch's own error at the same
+   precision (flash-attention's rule), measured as max |error|.
+3. Timings, CUDA events, median of --reps after warm-up (warm-up reported apart), peak
+   memory: each ST-BAVA attention update (reference nn.MultiheadAttention FP32/FP16 eager,
+   folded PyTorch, kernels), global attention (SAM eager FP32/FP16, SDPA with a materialised
+   bias, the flash kernel with and without its bias tables), and the whole fused ST-BAVA
+   stage (depth 7) against the FP32 and FP16 eager reference, eager and CUDA-graphed.
+
+Prints one table and writes a JSON file (--json). TF32 is off throughout (FP32 means FP32).
+In --dry-run the "kernel" rows run the NumPy models through the real launchers
+(host_emulation): their timings mean nothing; the run checks the script, not the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import torch
+    import torch.nn.functional as F
+
+    from avs_engine.kernels import host_emulation, launchers, nvrtc, torch_ops
+    from avs_engine.kernels.fused_fusion import FusedAVFusionBlock, TorchAttentionOps
+    from avs_engine.reference.fusion import AVFusionBlock
+except ImportError as e:  # one clear line, not a traceback
+    sys.exit(f"gpu_check: cannot import ({e}); run from the repo with `pip install -e '.[torch]' cuda-python`")
+
+
+@dataclass(frozen=True)
+class Shapes:
+    T: int
+    N: int  # pixels = grid * grid
+    C: int
+    heads: int
+    grid: int
+    attn_heads: int
+    head_dim: int
+    depth: int
+    small_grid: int  # general key-grid check (partial tiles)
+
+
+REAL = Shapes(T=5, N=4096, C=256, heads=8, grid=64, attn_heads=16, head_dim=80, depth=7, small_grid=40)
+DRY = Shapes(T=5, N=256, C=256, heads=8, grid=16, attn_heads=2, head_dim=80, depth=2, small_grid=9)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def tag_of(dt) -> str:
+    return {v: k for k, v in DTYPES.items()}[dt]
+
+
+class Env:
+    """Device, timer and memory probes; the same calls on CPU (dry run) and CUDA."""
+
+    def __init__(self, dry_run: bool, reps: int, warmup: int) -> None:
+        self.dry = dry_run
+        self.device = torch.device("cpu" if dry_run else "cuda")
+        self.reps, self.warmup = reps, warmup
+        self.rows: list[dict] = []
+        self.failures: list[str] = []
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def time(self, fn) -> dict:
+        """Warm-up calls (the first timed alone), then ``reps`` timed calls; milliseconds."""
+        self.sync()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        first = (time.perf_counter() - t0) * 1e3
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if self.cuda else None
+        for _ in range(self.warmup - 1):
+            fn()
+        times = []
+        for _ in range(self.reps):
+            if self.cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        times.sort()
+        return {"median_ms": statistics.median(times), "min_ms": times[0], "max_ms": times[-1],
+                "first_call_ms": first, "peak_mib": peak}
+
+    def add(self, section: str, name: str, **fields) -> None:
+        row = {"section": section, "name": name, **fields}
+        self.rows.append(row)
+        if fields.get("ok") is False:
+            self.failures.append(f"{section}: {name}")
+        status = "" if "ok" not in fields else ("  ok" if fields["ok"] else "  FAIL")
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in fields.items() if k != "ok")
+        print(f"  [{section}] {name}: {shown}{status}", flush=True)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def max_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return (x.double() - ref.double()).abs().max().item()
+
+
+def judge(env: Env, section: str, name: str, out: torch.Tensor, ref: torch.Tensor, torch_out: torch.Tensor) -> None:
+    """flash-attention's rule: max |kernel - ref| <= 2 max |torch - ref| (+ a float32-rounding floor);
+    NaN anywhere = an element never written."""
+    written = bool(torch.isfinite(out).all())
+    err, terr = max_err(out, ref), max_err(torch_out, ref)
+    floor = 2**-22 * ref.double().abs().max().item()
+    rel = ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+    env.add(section, name, max_err=err, torch_max_err=terr, rel_l2=rel, all_written=written,
+            ok=written and err <= 2 * terr + floor)
+
+
+# -- ST-BAVA ---------------------------------------------------------------------------------------
+
+
+def random_block(C: int, heads: int, seed: int) -> AVFusionBlock:
+    """Random weights with non-trivial LayerNorm affine parameters and attention biases."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    block = AVFusionBlock(C, heads, C).eval()
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, torch.nn.MultiheadAttention):
+                m.in_proj_bias.copy_(0.3 * torch.randn(m.in_proj_bias.shape, generator=g))
+                m.out_proj.bias.copy_(0.3 * torch.randn(m.out_proj.bias.shape, generator=g))
+    return block
+
+
+def stbava_inputs(s: Shapes, seed: int, device) -> tuple:
+    """(a, v, ape, vpe) in float64: v like the encoder's output, ape = a l2-normalised."""
+    g = torch.Generator().manual_seed(seed)
+    a = F.normalize(torch.randn(s.T, 1, s.C, generator=g, dtype=torch.float64), dim=-1)
+    v = torch.randn(s.T, s.N, s.C, generator=g, dtype=torch.float64)
+    vpe = torch.randn(1, s.N, s.C, generator=g, dtype=torch.float64)
+    return tuple(x.to(device) for x in (a, v, a.clone(), vpe))
+
+
+def kernels_for(env: Env, s: Shapes):
+    return host_emulation.HostStbavaKernels(s.T, s.heads, s.C) if env.dry else launchers.StbavaKernels(s.T, s.heads, s.C)
+
+
+def check_stbava(env: Env, s: Shapes, seed: int) -> None:
+    """Each ST-BAVA kernel vs float64 at the real shapes; NaN-filled outputs and workspaces."""
+    dev = env.device
+    block64 = FusedAVFusionBlock(random_block(s.C, s.heads, seed).double().to(dev))
+    a, v, ape, vpe = stbava_inputs(s, seed, dev)
+    with torch.no_grad():
+        m_a, beta, values = block64.fold_temporal_audio(a, ape)
+        ya = (a + ape)[:, 0]
+        m_tv, m_sv = block64.fold_temporal_visual(ya), block64.fold_spatial_visual(ya)
+        val_v = torch.randn(s.T, s.N, s.C, dtype=torch.float64, device=dev)
+    k = kernels_for(env, s)
+    H = s.heads
+    as_array = torch_ops.as_array
+    nan = lambda *shape, dtype=torch.float32: torch.full(shape, float("nan"), dtype=dtype, device=dev)  # noqa: E731
+    stream = torch_ops.stream_of(v)
+    f32 = lambda x: x.float().contiguous()  # noqa: E731
+    for tag, dt in DTYPES.items():
+        vl, vpel, vall = v.to(dt), vpe.to(dt), val_v.to(dt)  # the kernel's inputs, rounded
+        v64, vpe64, val64 = vl.double(), vpel.double(), vall.double()
+        with torch.no_grad():
+            # temporal audio: reference float64 on the rounded inputs; PyTorch at precision dt
+            ref = TorchAttentionOps.temporal_audio(v64, vpe64, m_a, beta, values, H)
+            pt = TorchAttentionOps.temporal_audio(vl, vpel, m_a.to(dt), beta.to(dt), values.to(dt), H)
+            m32, b32, val32 = f32(m_a), f32(beta), f32(values)
+            pbar, out = nan(s.T, H * s.T), nan(s.T, s.C)
+            ws = nan(k.temporal_audio_workspace(s.N))
+            k.temporal_audio(as_array(vl), as_array(vpel), as_array(m32), as_array(b32), as_array(val32),
+                             as_array(pbar), as_array(out), as_array(ws), stream)
+            env.sync()
+            judge(env, "check", f"temporal_audio {tag}", out, ref, pt)
+
+            ref = TorchAttentionOps.temporal_visual(v64, vpe64, val64, m_tv, H)
+            pt = TorchAttentionOps.temporal_visual(vl, vpel, vall, m_tv.to(dt), H)
+            mtv32 = f32(m_tv)
+            out = nan(s.T, s.N, s.C, dtype=dt)
+            k.temporal_visual(as_array(vl), as_array(vpel), as_array(vall), as_array(mtv32), as_array(out), stream)
+            env.sync()
+            judge(env, "check", f"temporal_visual {tag}", out, ref, pt)
+
+            ref = TorchAttentionOps.spatial_visual(v64, vpe64, m_sv, H)
+            pt = TorchAttentionOps.spatial_visual(vl, vpel, m_sv.to(dt), H)
+            msv32 = f32(m_sv)
+            out = nan(s.T, H, s.C)
+            ws = nan(k.spatial_visual_workspace(s.N))
+            k.spatial_visual(as_array(vl), as_array(vpel), as_array(msv32), as_array(out), as_array(ws), stream)
+            env.sync()
+            judge(env, "check", f"spatial_visual {tag}", out, ref, pt)
+
+
+# -- global attention ------------------------------------------------------------------------------
+
+
+def attention_inputs(B: int, heads: int, D: int, grid: int, dt, seed: int, device):
+    """qkv [B, L, 3, heads, D] as SAM's projection lays it out; relative tables [2*grid-1, D]."""
+    g = torch.Generator().manual_seed(seed)
+    L = grid * grid
+    qkv = torch.randn(B, L, 3, heads, D, generator=g).to(device=device, dtype=dt)
+    rel_pos_h = (0.3 * torch.randn(2 * grid - 1, D, generator=g)).to(device)
+    rel_pos_w = (0.3 * torch.randn(2 * grid - 1, D, generator=g)).to(device)
+    return qkv, rel_pos_h, rel_pos_w
+
+
+def sam_eager(q, k, v, rel_h, rel_w, grid: int, scale: float, dt):
+    """SAM's Attention maths at precision dt: [B*heads, L, D] -> [B*heads, L, D], batch by batch."""
+    outs = []
+    for i in range(q.shape[0]):
+        qi, ki, vi = q[i : i + 1].to(dt), k[i : i + 1].to(dt), v[i : i + 1].to(dt)
+        attn = (qi * scale) @ ki.transpose(-2, -1)
+        attn = (attn.view(1, -1, grid, grid, grid, grid) + rel_h[i : i + 1].to(dt).view(1, -1, grid, grid, grid, 1)
+                + rel_w[i : i + 1].to(dt).view(1, -1, grid, grid, 1, grid)).view(1, grid * grid, grid * grid)
+        outs.append(attn.softmax(dim=-1) @ vi)
+    return torch.cat(outs)
+
+
+def to_bhld(x):  # [B, L, heads, D] -> [B*heads, L, D]
+    B, L, H, D = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B * H, L, D)
+
+
+def relpos_kernel(env: Env):
+    return host_emulation.HostRelPosAttention() if env.dry else launchers.RelPosAttention()
+
+
+def check_relpos(env: Env, s: Shapes, seed: int) -> None:
+    kernel = relpos_kernel(env)
+    cases = [(s.head_dim, s.grid), (64, s.grid), (s.head_dim, s.small_grid)]
+    for D, grid in cases:
+        for tag in ("fp16", "bf16"):
+            dt = DTYPES[tag]
+            B, heads = (s.T, s.attn_heads) if grid == s.grid else (2, 2)
+            qkv, rph, rpw = attention_inputs(B, heads, D, grid, dt, seed + D + grid, env.device)
+            q, k, v = qkv.unbind(2)
+            rel_h, rel_w = torch_ops.decomposed_rel_tables(q, rph, rpw, (grid, grid), (grid, grid))
+            out = torch.full((B, grid * grid, heads, D), float("nan"), dtype=dt, device=env.device)
+            A = torch_ops.as_array
+            kernel(A(q), A(k), A(v), A(rel_h), A(rel_w), A(out), (grid, grid), (grid, grid), D**-0.5,
+                   torch_ops.stream_of(q))
+            env.sync()
+            qb, kb, vb = to_bhld(q), to_bhld(k), to_bhld(v)
+            ref = sam_eager(qb, kb, vb, rel_h, rel_w, grid, D**-0.5, torch.float32)  # FP32 from the same inputs
+            pt = sam_eager(qb, kb, vb, rel_h, rel_w, grid, D**-0.5, dt)
+            judge(env, "check", f"relpos_flash d{D} {grid}x{grid} B{B}xH{heads} {tag}", to_bhld(out), ref, pt)
+            del qkv, q, k, v, out, ref, pt
+
+
+# -- timings ---------------------------------------------------------------------------------------
+
+
+def time_stbava_updates(env: Env, s: Shapes, seed: int) -> None:
+    """The three attention updates (before the residual) in each form."""
+    H, T, N, C = s.heads, s.T, s.N, s.C
+    ops_k = torch_ops.CudaAttentionOps(
+        (lambda T_, H_, C_: host_emulation.HostStbavaKernels(T_, H_, C_)) if env.dry else None)
+    a64, v64, ape64, vpe64 = stbava_inputs(s, seed, env.device)
+    for tag in ("fp32", "fp16"):
+        dt = DTYPES[tag]
+        ref_block = random_block(C, H, seed).to(env.device, dt)
+        fused = FusedAVFusionBlock(ref_block)
+        fused_k = torch_ops.CudaFusedAVFusionBlock(ref_block, ops_k)
+        a, v, ape, vpe = (x.to(dt) for x in (a64, v64, ape64, vpe64))
+        ya = (a + ape)[:, 0]
+        avt, avs = ref_block.avt_attention, ref_block.avs_attention
+        forms = {
+            "temporal_audio": (
+                lambda: avt(v + vpe, (a + ape).expand(T, N, C), a.expand(T, N, C))[0].mean(1, keepdim=True),
+                lambda: fused.temporal_audio_update(v, vpe, a, ape),
+                lambda: fused_k.temporal_audio_update(v, vpe, a, ape),
+            ),
+            "temporal_visual": (
+                lambda: avt((a + ape).expand(T, N, C), v + vpe, v)[0],
+                lambda: fused.temporal_visual_update(v, vpe, ya),
+                lambda: fused_k.temporal_visual_update(v, vpe, ya),
+            ),
+            "spatial_visual": (
+                lambda: avs(a + ape, v + vpe, v)[0],
+                lambda: fused.spatial_visual_update(v, vpe, ya),
+                lambda: fused_k.spatial_visual_update(v, vpe, ya),
+            ),
+        }
+        with torch.inference_mode():
+            for op, (ref_fn, folded_fn, kernel_fn) in forms.items():
+                base = env.time(ref_fn)
+                env.add("stbava", f"{op} reference MHA {tag}", **base)
+                for name, fn in (("folded torch", folded_fn), ("kernels", kernel_fn)):
+                    t = env.time(fn)
+                    env.add("stbava", f"{op} {name} {tag}", **t, speedup=base["median_ms"] / t["median_ms"])
+
+
+def time_relpos(env: Env, s: Shapes, seed: int) -> None:
+    B, heads, D, grid = s.T, s.attn_heads, s.head_dim, s.grid
+    L = grid * grid
+    flops = 4 * B * heads * L * L * D
+    kernel = relpos_kernel(env)
+    base_ms = None
+    for tag in ("fp32", "fp16", "bf16"):
+        dt = DTYPES[tag]
+        qkv, rph, rpw = attention_inputs(B, heads, D, grid, dt, seed, env.device)
+        q, k, v = qkv.unbind(2)
+        qb, kb, vb = to_bhld(q), to_bhld(k), to_bhld(v)
+        rel_h, rel_w = torch_ops.decomposed_rel_tables(q, rph, rpw, (grid, grid), (grid, grid))
+        with torch.inference_mode():
+            if tag != "bf16":
+                t = env.time(lambda: sam_eager(qb, kb, vb, rel_h, rel_w, grid, D**-0.5, dt))
+                env.add("global_attn", f"SAM eager {tag}", **t, tflops=flops / t["median_ms"] / 1e9)
+                base_ms = base_ms or t["median_ms"]
+            if tag == "fp32":
+                continue
+            qh, kh, vh = (x.permute(0, 2, 1, 3) for x in (q, k, v))  # [B, heads, L, D] views
+
+            def bias():
+                return (rel_h.view(B, heads, grid, grid, grid, 1) + rel_w.view(B, heads, grid, grid, 1, grid)
+                        ).view(B, heads, L, L).to(dt)
+
+            mask = bias()
+            t = env.time(lambda: F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=D**-0.5))
+            env.add("global_attn", f"SDPA + materialised bias {tag} (attention only)", **t,
+                    tflops=flops / t["median_ms"] / 1e9)
+            sdpa_ms = t["median_ms"]
+            del mask
+            t = env.time(lambda: F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias(), scale=D**-0.5))
+            env.add("global_attn", f"SDPA + materialised bias {tag} (with bias build)", **t)
+            sdpa_total = t["median_ms"]
+            out = torch.empty(B, L, heads, D, dtype=dt, device=env.device)
+            A = torch_ops.as_array
+            stream = torch_ops.stream_of(q)
+
+            def flash():
+                kernel(A(q), A(k), A(v), A(rel_h), A(rel_w), A(out), (grid, grid), (grid, grid), D**-0.5, stream)
+
+            t = env.time(flash)
+            env.add("global_attn", f"flash kernel {tag} (kernel only)", **t, tflops=flops / t["median_ms"] / 1e9,
+                    vs_sdpa=sdpa_ms / t["median_ms"], vs_sam_fp32=base_ms / t["median_ms"])
+
+            def flash_total():
+                rh, rw = torch_ops.decomposed_rel_tables(q, rph, rpw, (grid, grid), (grid, grid))
+                o = torch.empty(B, L, heads, D, dtype=dt, device=env.device)
+                kernel(A(q), A(k), A(v), A(rh), A(rw), A(o), (grid, grid), (grid, grid), D**-0.5, stream)
+                return o
+
+            t = env.time(flash_total)
+            env.add("global_attn", f"flash kernel {tag} (with rel tables)", **t, vs_sdpa=sdpa_total / t["median_ms"])
+        del qkv, q, k, v, qb, kb, vb, rel_h, rel_w
+
+
+def time_stage(env: Env, s: Shapes, seed: int) -> None:
+    """Whole fused ST-BAVA stage (depth blocks) vs the eager reference blocks."""
+    dev = env.device
+    a64, v64, ape64, vpe64 = stbava_inputs(s, seed, dev)
+    ops_k = torch_ops.CudaAttentionOps(
+        (lambda T_, H_, C_: host_emulation.HostStbavaKernels(T_, H_, C_)) if env.dry else None)
+
+    def stage(layers, a, v, ape, vpe):
+        for layer in layers:
+            v, a = layer(a, v, ape, vpe)
+        return v, a
+
+    ref32 = [random_block(s.C, s.heads, seed + i).to(dev) for i in range(s.depth)]
+    with torch.inference_mode():
+        v_ref, a_ref = stage(ref32, a64.float(), v64.float(), ape64.float(), vpe64.float())
+    variants = [
+        ("reference eager fp32", torch.float32, lambda bs: bs),
+        ("reference eager fp16", torch.float16, lambda bs: bs),
+        ("fused torch fp32", torch.float32, lambda bs: [FusedAVFusionBlock(b) for b in bs]),
+        ("fused torch fp16", torch.float16, lambda bs: [FusedAVFusionBlock(b) for b in bs]),
+        ("fused kernels fp32", torch.float32, lambda bs: [torch_ops.CudaFusedAVFusionBlock(b, ops_k) for b in bs]),
+        ("fused kernels fp16", torch.float16, lambda bs: [torch_ops.CudaFusedAVFusionBlock(b, ops_k) for b in bs]),
+    ]
+    base = {}
+    for name, dt, make in variants:
+        layers = make([random_block(s.C, s.heads, seed + i).to(dev, dt) for i in range(s.depth)])
+        args = tuple(x.to(dt) for x in (a64, v64, ape64, vpe64))
+        with torch.inference_mode():
+            v_out, a_out = stage(layers, *args)
+            t = env.time(lambda: stage(layers, *args))
+        err = max(((v_out.double() - v_ref.double()).norm() / v_ref.double().norm()).item(),
+                  ((a_out.double() - a_ref.double()).norm() / a_ref.double().norm()).item())
+        if name.startswith("reference"):
+            base[tag_of(dt)] = t["median_ms"]
+        speed = {f"x_vs_ref_eager_{k}": ms / t["median_ms"] for k, ms in base.items()}
+        env.add("stage", f"{name} (depth {s.depth})", **t, rel_l2_vs_fp32_ref=err, **speed)
+        if name == "fused kernels fp16" and env.cuda:
+            time_stage_graph(env, layers, args, base, s)
+
+
+def time_stage_graph(env: Env, layers, args, base: dict, s: Shapes) -> None:
+    """The fused-kernels stage replayed from a CUDA graph (no Python or launch overhead)."""
+    try:
+        static = [x.clone() for x in args]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(2):
+                v, a = static[1], static[0]
+                for layer in layers:
+                    v, a = layer(a, v, static[2], static[3])
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            v, a = static[1], static[0]
+            for layer in layers:
+                v, a = layer(a, v, static[2], static[3])
+        t = env.time(graph.replay)
+        speed = {f"x_vs_ref_eager_{k}": ms / t["median_ms"] for k, ms in base.items()}
+        env.add("stage", f"fused kernels fp16, CUDA graph (depth {s.depth})", **t, **speed)
+    except Exception as e:  # report and go on: the eager rows stand
+        env.add("stage", "fused kernels fp16, CUDA graph", error=f"{type(e).__name__}: {e}", ok=False)
+
+
+# -- build -----------------------------------------------------------------------------------------
+
+
+def build(env: Env, s: Shapes) -> None:
+    """Cold NVRTC build of every module (a fresh cache dir), timed. Dry run: NVRTC for sm_90 only."""
+    previous = os.environ.get("AVS_KERNEL_CACHE")
+    os.environ["AVS_KERNEL_CACHE"] = tempfile.mkdtemp(prefix="avs_kernels_")  # cold: time the real build
+    try:
+        _build(env, s)
+    finally:
+        if previous is None:
+            del os.environ["AVS_KERNEL_CACHE"]
+        else:
+            os.environ["AVS_KERNEL_CACHE"] = previous
+
+
+def _build(env: Env, s: Shapes) -> None:
+    if env.dry:
+        for name in nvrtc.SOURCES:
+            t0 = time.perf_counter()
+            try:
+                nvrtc.compile_cubin(nvrtc.KernelSource(name), "sm_90")
+                env.add("build", f"{name} NVRTC sm_90 (CPU)", ms=(time.perf_counter() - t0) * 1e3, ok=True)
+            except Exception as e:
+                env.add("build", f"{name} NVRTC sm_90 (CPU)", error=str(e).splitlines()[0], ok=False)
+        return
+    t0 = time.perf_counter()
+    launchers.StbavaKernels(s.T, s.heads, s.C)
+    env.add("build", f"ST-BAVA kernels T={s.T} H={s.heads} C={s.C} ({nvrtc.device_arch()})",
+            ms=(time.perf_counter() - t0) * 1e3, ok=True)
+    t0 = time.perf_counter()
+    launchers.RelPosAttention()
+    env.add("build", "relpos flash attention", ms=(time.perf_counter() - t0) * 1e3, ok=True)
+
+
+def environment(env: Env) -> dict:
+    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
+            "torch": torch.__version__, "dry_run": env.dry, "host": platform.node()}
+    try:
+        from importlib.metadata import version
+
+        info["cuda_python"] = version("cuda-python")
+    except Exception:
+        info["cuda_python"] = None
+    info["nvrtc"] = nvrtc.nvrtc_version()
+    if env.cuda:
+        p = torch.cuda.get_device_properties(0)
+        info.update(device=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1),
+                    torch_cuda=torch.version.cuda)
+        try:
+            import subprocess
+
+            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                            capture_output=True, text=True).stdout.strip()
+        except OSError:
+            info["driver"] = None
+    else:
+        info["device"] = "CPU (dry run: kernels emulated by their NumPy models)"
+    return info
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n" + "=" * 120)
+    print(f"{'section':<12}{'name':<58}{'median ms':>11}{'first ms':>10}{'peak MiB':>10}  {'notes'}")
+    for r in rows:
+        notes = ", ".join(f"{k}={_fmt(v)}" for k, v in r.items()
+                          if k not in ("section", "name", "median_ms", "first_call_ms", "peak_mib", "min_ms", "max_ms"))
+        med = r.get("median_ms")
+        print(f"{r['section']:<12}{r['name'][:57]:<58}{_fmt(med) if med is not None else '':>11}"
+              f"{_fmt(r.get('first_call_ms', '')):>10}{_fmt(r.get('peak_mib')) if r.get('peak_mib') is not None else '':>10}"
+              f"  {notes}")
+    print("=" * 120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dry-run", action="store_true", help="CPU rehearsal at small shapes with emulated kernels")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 20 on GPU, 2 dry)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--seed", type=int, default=None, help="input seed (default: from the clock, printed)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["build", "check", "stbava", "global_attn", "stage"])
+    p.add_argument("--json", type=Path, default=None,
+                   help="results file (default benchmarks/gpu_check.json; dry run: $TMPDIR/gpu_check_dry_run.json)")
+    args = p.parse_args(argv)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("gpu_check: no CUDA GPU visible (use --dry-run to rehearse on the CPU)", file=sys.stderr)
+        return 2
+    env = Env(args.dry_run, args.reps or (2 if args.dry_run else 20), 1 if args.dry_run else args.warmup)
+    s = DRY if args.dry_run else REAL
+    seed = args.seed if args.seed is not None else int(time.time()) % 100000
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    info = environment(env)
+    print(f"gpu_check: {info['device']}; seed {seed}; shapes {s}", flush=True)
+    t_start = time.perf_counter()
+    steps = [("build", build), ("check", lambda e, sh: (check_stbava(e, sh, seed), check_relpos(e, sh, seed))),
+             ("stbava", lambda e, sh: time_stbava_updates(e, sh, seed)),
+             ("global_attn", lambda e, sh: time_relpos(e, sh, seed)), ("stage", lambda e, sh: time_stage(e, sh, seed))]
+    for name, fn in steps:
+        if name in args.skip:
+            continue
+        print(f"-- {name}", flush=True)
+        try:
+            fn(env, s)
+        except Exception as e:  # one step failing must not hide the others
+            import traceback
+
+            traceback.print_exc()
+            env.add(name, "step crashed", error=f"{type(e).__name__}: {e}", ok=False)
+    info["wall_s"] = round(time.perf_counter() - t_start, 1)
+    print_table(env.rows)
+    # a dry run's numbers are not results: they go to the temp dir unless asked for
+    out = args.json or (Path(tempfile.gettempdir()) / "gpu_check_dry_run.json" if args.dry_run
+                        else Path(__file__).with_name("gpu_check.json"))
+    out.write_text(json.dumps({"environment": info, "seed": seed, "shapes": s.__dict__, "rows": env.rows,
+                               "failures": env.failures}, indent=1))
+    print(f"{len(env.rows)} rows, {len(env.failures)} failures, {info['wall_s']} s. Results saved to {out}")
+    return 1 if env.failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
