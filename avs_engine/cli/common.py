@@ -16,14 +16,30 @@ def echo_err(msg: str) -> None:
     click.echo(f"error: {msg.splitlines()[0] if msg else 'unknown error'}", err=True)
 
 
-def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_dir=None, device="cpu", dtype="float32", fused=False):
+def _device_id(device: str) -> int:
+    """'cuda' -> 0, 'cuda:1' -> 1."""
+    if ":" in device:
+        try:
+            return int(device.split(":", 1)[1])
+        except ValueError:
+            raise BackendError(f"bad --device '{device}' (expected cpu, cuda or cuda:N)") from None
+    return 0
+
+
+def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_dir=None, device="cpu",
+                dtype="float32", fused=False, precision=None, cuda_graph=False):
+    """The runner the command line asks for (not yet activated)."""
     if backend == "torch":
         if weights is None:
             raise BackendError("no model weights: pass --weights FILE (a bundle, or an ST-BAVA checkpoint with --config PRESET)")
         return create_runner("torch", weights=weights, config=config, vggish=vggish, device=device, dtype=dtype, fused=fused)
     if engine_dir is None:
         raise BackendError(f"--backend {backend} needs --engine-dir DIR (made by avs-export)")
-    return create_runner(backend, engine_dir=engine_dir)
+    if backend == "onnxruntime":
+        providers = ["cpu"] if device == "cpu" else ["cuda"]
+        return create_runner("onnxruntime", engine_dir=engine_dir, providers=providers, precision=precision,
+                             device_id=_device_id(device))
+    return create_runner("tensorrt", engine_dir=engine_dir, device_id=_device_id(device), cuda_graph=cuda_graph, fused=fused)
 
 
 def file_sha256(path: Path, limit: int | None = None) -> str:

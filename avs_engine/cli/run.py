@@ -21,8 +21,10 @@ from .run_video import run_video
 @click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights, for checkpoints without audio weights.")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="torch", show_default=True)
 @click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graph/engine folder (from avs-export) for the onnxruntime/tensorrt backends.")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1 ...")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch and onnxruntime; tensorrt always runs on the GPU, cuda:N picks which).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="onnxruntime: which exported graphs to run (default fp32 on CPU, fp16 on a GPU).")
+@click.option("--cuda-graph", is_flag=True, help="tensorrt: capture each clip length as a CUDA graph and replay it.")
 @click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block; on CUDA also the fused CUDA attention kernels.")
 @click.option("-T", "--clip-seconds", type=click.IntRange(1, 64), default=5, show_default=True, help="Window length in seconds (the model was trained on 5).")
 @click.option("--resize", type=click.Choice(["avsbench", "direct"]), default="avsbench", show_default=True, help="avsbench: squash to 224x224 then up, as the training data; direct: straight to the encoder size.")
@@ -32,7 +34,7 @@ from .run_video import run_video
 @click.option("--name", default="run", show_default=True, help="Run folder name: runs/run, runs/run2, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, fused, clip_seconds, resize, allow_silent, overlay, project, name, as_json, quiet):
+def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, precision, cuda_graph, fused, clip_seconds, resize, allow_silent, overlay, project, name, as_json, quiet):
     """Segment the sounding objects of each VIDEO, one mask per second.
 
     For each video, writes masks/000001.png ... (one per second, at the video's
@@ -41,8 +43,14 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, fu
     still run; the exit code is non-zero if any failed.
     """
     try:
-        runner = make_runner(backend, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, device=device, dtype=dtype, fused=fused)
+        runner = make_runner(backend, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, device=device, dtype=dtype, fused=fused,
+                             precision=precision, cuda_graph=cuda_graph)
         runner.activate()
+        if backend == "tensorrt":
+            from ..export.engine_manifest import check_clip_length
+
+            # refuse before any decoding; short videos run with T = their length (always <= -T)
+            check_clip_length(runner.manifest, clip_seconds)
     except AvsError as e:
         echo_err(str(e))
         sys.exit(2)
@@ -53,6 +61,8 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, fu
     model = model_description(runner, weights)
     if not as_json:
         click.echo(f"model: {model['summary']}", err=True)
+        for w in getattr(runner, "warnings", []) or []:
+            click.echo(f"warning: {w}", err=True)
     results, failed = [], 0
     t0 = time.perf_counter()
     for video in videos:
