@@ -16,6 +16,15 @@ def echo_err(msg: str) -> None:
     click.echo(f"error: {msg.splitlines()[0] if msg else 'unknown error'}", err=True)
 
 
+def default_weights() -> Path:
+    """The bundled demo model (trained on generated videos), used when no --weights is given."""
+    from ..models import DEMO_WEIGHTS
+
+    if not DEMO_WEIGHTS.is_file():
+        raise BackendError(f"no --weights given and the bundled demo model is missing ({DEMO_WEIGHTS}); reinstall avs-engine or pass --weights FILE")
+    return DEMO_WEIGHTS
+
+
 def _device_id(device: str) -> int:
     """'cuda' -> 0, 'cuda:1' -> 1."""
     if ":" in device:
@@ -31,7 +40,9 @@ def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_
     """The runner the command line asks for (not yet activated)."""
     if backend == "torch":
         if weights is None:
-            raise BackendError("no model weights: pass --weights FILE (a bundle, or an ST-BAVA checkpoint with --config PRESET)")
+            if config is not None:
+                raise BackendError(f"--config {config} given without --weights: pass the checkpoint to run with it")
+            weights = default_weights()
         return create_runner("torch", weights=weights, config=config, vggish=vggish, device=device, dtype=dtype, fused=fused)
     if engine_dir is None:
         raise BackendError(f"--backend {backend} needs --engine-dir DIR (made by avs-export)")
@@ -59,5 +70,10 @@ def model_description(runner, weights) -> dict:
     engine_dir = getattr(runner, "engine_dir", None)
     if engine_dir is not None:
         d["engine_dir"] = str(engine_dir)
-    d["summary"] = f"{cfg.name} ({runner.description})" + (f" from {weights}" if weights else "")
+    from ..models import DEMO_WEIGHTS
+
+    bundled = weights is not None and Path(weights).resolve() == DEMO_WEIGHTS
+    d["bundled_demo"] = bundled
+    where = " - the bundled demo model (trained on generated videos; pass --weights for your own)" if bundled else (f" from {weights}" if weights else "")
+    d["summary"] = f"{cfg.name} ({runner.description}){where}"
     return d

@@ -16,7 +16,7 @@ from .run_video import run_video
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint: an avs-engine bundle (.safetensors), or an ST-BAVA state_dict with --config.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint: an avs-engine bundle (.safetensors), or an ST-BAVA state_dict with --config. Default: the bundled demo model.")
 @click.option("--config", "config", default=None, help="Preset (tiny, vit_b, vit_l, vit_h) or a JSON config, for checkpoints that are not bundles.")
 @click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights, for checkpoints without audio weights.")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="torch", show_default=True)
@@ -43,6 +43,10 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, pr
     still run; the exit code is non-zero if any failed.
     """
     try:
+        if weights is None and backend == "torch" and config is None:
+            from .common import default_weights
+
+            weights = default_weights()
         runner = make_runner(backend, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, device=device, dtype=dtype, fused=fused,
                              precision=precision, cuda_graph=cuda_graph)
         runner.activate()
@@ -87,3 +91,7 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, pr
         done = len(videos) - failed
         click.echo(f"{done}/{len(videos)} video(s) done in {elapsed:.1f} s. Results saved to {run_dir}")
     sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -129,7 +129,7 @@ def test_allow_silent(tmp_path, tiny_bundle, silent_video):
 
 
 def test_weights_required_and_checked(tmp_path, sample_video, tiny_bundle):
-    r = invoke(sample_video, "--project", tmp_path)
+    r = invoke(sample_video, "--project", tmp_path, "--config", "vit_b")
     assert r.exit_code == 2 and "--weights" in r.stderr
     # an authors'-layout checkpoint of the tiny model does not fit vit_b
     from avs_engine.reference import build_model, save_authors_checkpoint
@@ -174,3 +174,12 @@ def test_fused_block_gives_the_same_masks(tmp_path, tiny_bundle, sample_video):
         a = np.asarray(Image.open(tmp_path / "a" / "run" / "clip" / "masks" / f"{i:06d}.png"))
         b = np.asarray(Image.open(tmp_path / "b" / "run" / "clip" / "masks" / f"{i:06d}.png"))
         assert (a == b).mean() > 0.999
+
+
+def test_bundled_demo_model_is_the_default(tmp_path, sample_video):
+    r = invoke(sample_video, "--project", tmp_path, "--quiet", "--no-overlay", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["model"]["bundled_demo"] is True and doc["model"]["preset"] == "demo"
+    r = invoke(sample_video, "--project", tmp_path, "--quiet", "--no-overlay")
+    assert "bundled demo model" in r.stderr
