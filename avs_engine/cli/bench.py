@@ -28,8 +28,9 @@ def _command(params: dict) -> str:
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            if name == "overlay":
-                parts.append("--overlay" if value else "--no-overlay")
+            if name in ("overlay", "export_missing"):
+                word = name.split("_")[0]
+                parts.append(f"--{word}" if value else f"--no-{word}")
             elif value:
                 parts.append(flag)
             continue
@@ -46,9 +47,12 @@ def _command(params: dict) -> str:
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Measured runs per row (median and p90 over these).")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per row, reported apart.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for torch rows and the matmul peak: cpu, cuda, cuda:1 ...")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch and ONNX Runtime (default: each library's own).")
 @click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graphs/engines from avs-export, for onnxruntime/tensorrt rows.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="A bundle for the torch rows (default: random weights, seed 0).")
-@click.option("--video-size", default="640x360", show_default=True, help="Size of the generated test video (WIDTHxHEIGHT).")
+@click.option("--export/--no-export", "export_missing", default=True, show_default=True,
+              help="onnxruntime rows without --engine-dir: export the same model's graphs first (avs-export onnx, in a child process).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="A bundle to measure (default: random weights, seed 0: speed does not depend on them); exported for onnxruntime rows.")
+@click.option("--video-size", default=None, help="Size of the generated test video(s), WIDTHxHEIGHT. Default: 640x360; 320x180 with --streaming.")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Time writing the overlay video as avs-run does.")
 @click.option("--streaming", is_flag=True, help="Instead: avs-run's real-time factor and peak RSS (torch float32, random weights) "
               "on a short and a long generated video.")
@@ -57,7 +61,7 @@ def _command(params: dict) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report path without extension; writes .json, .md and .png. "
               "Default: avs_bench_<preset>_T<T> (or avs_bench_streaming).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def main(preset, T, backends, runs, warmup, device, engine_dir, weights, video_size, overlay, streaming,
+def main(preset, T, backends, runs, warmup, device, threads, engine_dir, export_missing, weights, video_size, overlay, streaming,
          short_seconds, long_seconds, out, quiet):
     """Time every stage of a clip (decode, log-mel, preprocess, audio, image
     encoder, fusion, mask decoder, post-processing, writing) for each backend,
@@ -66,12 +70,15 @@ def main(preset, T, backends, runs, warmup, device, engine_dir, weights, video_s
     measured matmul peak, and peak memory. Backends that cannot run here are
     listed as "not available: <reason>".
 
-    Writes OUT.json (every figure with its unit), OUT.md and OUT.png.
+    Writes OUT.json (every figure with its unit), OUT.md and OUT.png. Exit
+    code 1 when the reference row (or a streaming run) could not be measured,
+    2 for bad options.
     """
-    params = click.get_current_context().params
+    ctx = click.get_current_context()
+    params = {p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}  # declared order
     command = _command({k: v for k, v in params.items() if k not in (
         ("short_seconds", "long_seconds") if not streaming else
-        ("backends", "runs", "warmup", "engine_dir", "weights", "video_size"))})
+        ("backends", "runs", "warmup", "threads", "engine_dir", "export_missing", "weights"))})
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     try:
         from ..bench.report import write_reports
@@ -79,16 +86,16 @@ def main(preset, T, backends, runs, warmup, device, engine_dir, weights, video_s
         if streaming:
             from ..bench.streaming import run_streaming
 
-            doc = run_streaming(preset, T, (short_seconds, long_seconds), device=device, dtype="float32",
-                                overlay=overlay, command=command, progress=say)
+            doc = run_streaming(preset, T, (short_seconds, long_seconds), video_size=_size(video_size or "320x180"),
+                                device=device, dtype="float32", overlay=overlay, command=command, progress=say)
             prefix = out or Path("avs_bench_streaming")
         else:
             from ..bench.harness import BenchSettings, run_benchmark
 
             settings = BenchSettings(
                 preset=preset, T=T, backends=tuple(b for b in backends.split(",") if b.strip()), runs=runs,
-                warmup=warmup, device=device, engine_dir=engine_dir, weights=weights, video_size=_size(video_size),
-                overlay=overlay, command=command,
+                warmup=warmup, device=device, engine_dir=engine_dir, weights=weights, video_size=_size(video_size or "640x360"),
+                overlay=overlay, threads=threads, export_missing=export_missing, command=command,
             )
             doc = run_benchmark(settings, progress=say)
             prefix = out or Path(f"avs_bench_{preset}_T{T}")
@@ -98,6 +105,13 @@ def main(preset, T, backends, runs, warmup, device, engine_dir, weights, video_s
         sys.exit(2)
     click.echo(_summary(doc))
     click.echo(f"Reports written to {paths['json']}, {paths['markdown']}, {paths['chart']}")
+    failed = [v for v in doc.get("videos", []) if v["status"] != "ok"]
+    if doc["kind"] == "stages" and doc["rows"][0]["status"] != "ok":
+        echo_err(f"the reference row {doc['reference']} could not be measured: {doc['rows'][0]['status']}")
+        sys.exit(1)
+    if failed:
+        echo_err(f"{len(failed)} streaming run(s) failed")
+        sys.exit(1)
 
 
 def _summary(doc: dict) -> str:

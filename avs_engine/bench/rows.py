@@ -1,0 +1,122 @@
+"""Rows of an avs-bench report: parse ``backend[:precision]``, build and activate the runner.
+
+A row that cannot run here yields a string, ``"not available: <reason>"``,
+which the report prints instead of figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends.base import available_backends, create_runner
+from ..config import resolve
+from ..errors import ConfigError
+from .proc import child_env, cli_command
+
+REFERENCE = "torch:float32"
+PRECISIONS = ("float32", "float16", "bfloat16")
+_DEFAULT_PRECISION = {"torch": "float32", "onnxruntime": "float32", "tensorrt": "float16"}
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of the report, written ``backend[:precision][+fused]``.
+
+    ``+fused`` (torch only): the exact-algebra ST-BAVA blocks, and on CUDA the
+    fused kernels (``TorchRunner(fused=True)``).
+    """
+
+    backend: str
+    precision: str
+    fused: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}:{self.precision}" + ("+fused" if self.fused else "")
+
+    @classmethod
+    def parse(cls, text: str) -> "RowSpec":
+        body, plus, variant = text.strip().partition("+")
+        if plus and variant != "fused":
+            raise ConfigError(f"variant '+{variant}' in '{text}': the only variant is '+fused'")
+        name, _, precision = body.partition(":")
+        if name not in _DEFAULT_PRECISION:
+            raise ConfigError(f"backend '{name}' in '{text}': choose from {', '.join(_DEFAULT_PRECISION)}")
+        if plus and name != "torch":
+            raise ConfigError(f"'{text}': '+fused' applies to the torch backend only")
+        precision = precision or _DEFAULT_PRECISION[name]
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision '{precision}' in '{text}': choose from {', '.join(PRECISIONS)}")
+        return cls(name, precision, bool(plus))
+
+
+_ONNX_PRECISION = {"float32": "fp32", "float16": "fp16"}
+
+
+def _export_graphs(s, workdir: Path, say) -> Path | str:
+    """ONNX graphs of the same model (seeded random weights, or ``s.weights``) for the onnxruntime rows.
+
+    Runs ``avs-export onnx`` in a child process, so that its memory is not
+    charged to the rows measured here. Returns the folder or why there is none.
+    """
+    out = workdir / "onnx"
+    if (out / "manifest.json").exists():
+        return out
+    wanted = {_ONNX_PRECISION[r.precision] for r in s.rows if r.backend == "onnxruntime" and r.precision in _ONNX_PRECISION}
+    precision = "both" if len(wanted) == 2 else wanted.pop()
+    source = ["--weights", str(s.weights)] if s.weights else ["--config", s.preset, "--seed", "0"]
+    cmd = cli_command("avs_engine.cli.export", "avs-export", "onnx", *source, "--out", str(out),
+                      "--precision", precision, "--no-verify")
+    say(f"exporting {precision} ONNX graphs of '{s.preset}' for the onnxruntime rows (avs-export onnx)")
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or res.stdout.strip().splitlines() or ["no message"])[-1]
+        return f"not available: exporting the ONNX graphs failed ({last})"
+    say(f"exported in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def make_runner(spec: RowSpec, s, workdir: Path, say):
+    """An activated runner for ``spec`` under the BenchSettings ``s``, or a string: why this row is not available."""
+    if spec.backend == "torch":
+        kw = {"weights": s.weights} if s.weights else {"seed": 0}  # random weights: same speed
+        if spec.fused:
+            kw["fused"] = True
+        try:
+            runner = create_runner("torch", config=s.preset, device=s.device, dtype=spec.precision, **kw)
+        except TypeError:
+            return "not available: this version's torch backend has no fused path"
+        if s.threads:
+            import torch
+
+            torch.set_num_threads(s.threads)
+    else:
+        reason = available_backends().get(spec.backend, "unknown backend")
+        if reason != "ok":
+            return reason if reason.startswith("not available") else f"not available: {reason}"
+        if spec.backend == "onnxruntime" and spec.precision not in _ONNX_PRECISION:
+            return f"not available: ONNX graphs are exported in float32 and float16, not {spec.precision}"
+        engine_dir = s.engine_dir
+        if engine_dir is None and spec.backend == "onnxruntime" and s.export_missing:
+            engine_dir = _export_graphs(s, workdir, say)
+            if isinstance(engine_dir, str):
+                return engine_dir
+        if engine_dir is None:
+            return (f"not available: no --engine-dir (graphs for preset '{s.preset}' made by "
+                    f"'avs-export onnx'{' and avs-export build' if spec.backend == 'tensorrt' else ''})")
+        if spec.backend == "onnxruntime":
+            providers = ["cuda"] if s.device.startswith("cuda") else ["cpu"]
+            runner = create_runner("onnxruntime", engine_dir=engine_dir, providers=providers,
+                                   precision=_ONNX_PRECISION[spec.precision], threads=s.threads)
+        else:
+            runner = create_runner(spec.backend, engine_dir=engine_dir)
+    runner.activate()
+    if runner.config != resolve(s.preset) and s.weights is None:
+        name = runner.config.name
+        runner.deactivate()
+        return f"not available: {getattr(runner, 'engine_dir', '?')} holds a '{name}' model, not the '{s.preset}' preset"
+    return runner
