@@ -7,13 +7,19 @@ from pathlib import Path
 
 import click
 
-from ..errors import AvsError, BackendError
+from ..errors import AvsError, BackendError, CheckpointError
 from .common import echo_err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
-    """Export ST-BAVA for deployment: ONNX graphs (``avs-export onnx``)."""
+    """Export ST-BAVA for deployment.
+
+    \b
+    avs-export onnx   the four ONNX graphs (FP32 and/or FP16) + manifest + parity report
+    avs-export build  FP16 TensorRT engines from those graphs (needs TensorRT and a GPU)
+    avs-export check  ONNX Runtime vs the TensorRT engines, per graph and by mask IoU
+    """
 
 
 @main.command("onnx")
@@ -39,8 +45,9 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
     chain's mask IoU. Exit code 2 for bad input, 1 when parity fails.
     """
     try:
-        from ..export.onnx_export import export_onnx
+        from ..export.onnx_export import check_options, export_onnx
 
+        check_options(precision, opset)
         model, checkpoint = load_model(config, weights, vggish, allow_missing_fusion, seed)
         click.echo(f"model: {model.config.name} ({checkpoint.get('summary', '')}) -> {out}")
         result = export_onnx(model, out, precision=precision, opset=opset, checkpoint=checkpoint, verify=verify,
@@ -70,6 +77,9 @@ def load_model(config, weights, vggish, allow_missing_fusion, seed):
         raise BackendError("give either --weights or --seed, not both")
     if seed is None and weights is None:
         raise BackendError("no weights given: --weights FILE (or --seed N for random weights)")
+    for path in (weights, vggish):
+        if path is not None and not Path(path).is_file():
+            raise CheckpointError(f"{path}: checkpoint file not found")
     runner = TorchRunner(weights=weights, config=config or ("tiny" if seed is not None else None), vggish=vggish,
                          seed=seed, allow_missing_fusion=allow_missing_fusion).activate()
     if seed is not None:
@@ -83,3 +93,13 @@ def load_model(config, weights, vggish, allow_missing_fusion, seed):
 
 if __name__ == "__main__":
     main()
+
+
+def _register_tensorrt_commands() -> None:
+    from .export_trt import build_cmd, check_cmd
+
+    main.add_command(build_cmd, "build")
+    main.add_command(check_cmd, "check")
+
+
+_register_tensorrt_commands()
