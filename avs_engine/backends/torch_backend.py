@@ -112,7 +112,7 @@ class TorchRunner(Runner):
             if stage == "audio":
                 return {"a128": self._out(m.embed_audio(x["log_mel"]))}
             if stage == "image_encoder":
-                return {"enc": self._out(m.encode(x["image"], x["a128"]))}
+                return {"enc": self._out(self._encode(x["image"], x["a128"]))}
             if stage == "fusion":
                 dense, sparse = m.fuse(x["enc"], x["a128"])
                 return {"dense": self._out(dense), "sparse": self._out(sparse)}
@@ -120,10 +120,21 @@ class TorchRunner(Runner):
                 return {"logits": self._out(m.decode(x["enc"], x["dense"], x["sparse"]))}
         raise AssertionError(stage)
 
+    def _encode(self, image, a128):
+        """Frames are independent in the encoder: on CPU run them one at a time, since SAM's
+        global blocks hold [T*heads, N, N] scores (vit_b, T=5: killed at 19 GB)."""
+        if self.device.type != "cpu" or image.shape[0] == 1:
+            return self.model.encode(image, a128)
+        return self._torch.cat([self.model.encode(image[i : i + 1], a128[i : i + 1]) for i in range(image.shape[0])])
+
     def run_clip(self, image: np.ndarray, log_mel: np.ndarray) -> np.ndarray:
         """Keeps intermediate tensors on the device; same result as the stage by stage path."""
+        m = self.model
         with self._torch.inference_mode():
-            return self._out(self.model(self._in(image), self._in(log_mel)))
+            a128 = m.embed_audio(self._in(log_mel))
+            enc = self._encode(self._in(image), a128)
+            dense, sparse = m.fuse(enc, a128)
+            return self._out(m.decode(enc, dense, sparse))
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

@@ -91,8 +91,6 @@ def load_model(config, weights, vggish, allow_missing_fusion, seed):
     return runner.model, {"layout": layout, "files": files, "summary": f"{layout} weights from {Path(weights).name}"}
 
 
-if __name__ == "__main__":
-    main()
 
 
 def _register_tensorrt_commands() -> None:
@@ -103,3 +101,7 @@ def _register_tensorrt_commands() -> None:
 
 
 _register_tensorrt_commands()
+
+
+if __name__ == "__main__":
+    main()

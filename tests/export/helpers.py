@@ -1,8 +1,10 @@
 """One tiny export per test session, shared by tests/export and tests/backends.
 
 The dynamo exporter takes ~25 s for the four tiny graphs on 2 cores, so the
-graphs (fp32 + fp16, random weights seed 0, the same as the session's
-``tiny_bundle``) are written once and reused; tests that damage files work on copies.
+graphs are written once -- by the real command, ``avs-export onnx --config
+tiny --seed 0 --precision both --verify`` (random weights seed 0, the same as
+the session's ``tiny_bundle``) -- and reused; the CLI test reads that run's
+output. Tests that damage files work on copies.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import shutil
 from pathlib import Path
 
 SEED = 0
-_CACHE: dict[str, Path] = {}
+VERIFY_T = 2
+_CACHE: dict[str, object] = {}
 
 
 def tiny_model():
@@ -22,13 +25,24 @@ def tiny_model():
 
 def tiny_engine(tmp_root: Path) -> Path:
     """The folder of the session's tiny export (made on first use)."""
-    if "tiny" not in _CACHE:
-        from avs_engine.export.onnx_export import export_onnx
+    if "engine" not in _CACHE:
+        from click.testing import CliRunner
+
+        from avs_engine.cli.export import main
 
         out = Path(tmp_root) / "tiny_engine"
-        export_onnx(tiny_model(), out, precision="both", checkpoint={"random_seed": SEED})
-        _CACHE["tiny"] = out
-    return _CACHE["tiny"]
+        args = ["onnx", "--config", "tiny", "--seed", str(SEED), "--out", str(out), "--precision", "both",
+                "--verify", "--verify-frames", str(VERIFY_T), "--fp16-reference", "rounded"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        _CACHE["engine"], _CACHE["cli_result"] = out, result
+    return _CACHE["engine"]
+
+
+def tiny_export_output(tmp_root: Path):
+    """The click Result of the session's ``avs-export onnx`` run."""
+    tiny_engine(tmp_root)
+    return _CACHE["cli_result"]
 
 
 def copy_engine(src: Path, dst: Path) -> Path:

@@ -8,11 +8,7 @@ from click.testing import CliRunner
 
 from avs_engine.cli.export import main
 from avs_engine.export.manifest import read_manifest
-
-# Smaller than tiny (one block everywhere) so the real export here stays quick.
-MINI = {"base": "tiny", "name": "mini", "encoder": {"depth": 1, "global_attn_indexes": [0]},
-        "fusion": {"depth": 1}, "decoder": {"transformer_depth": 1}}
-
+from tests.export import helpers
 
 def invoke(*args):
     return CliRunner().invoke(main, ["onnx", *map(str, args)])
@@ -26,19 +22,24 @@ def assert_one_error_line(result, *words):
         assert w in lines[0], lines[0]
 
 
-def test_export_verify_and_report(tmp_path):
-    cfg = tmp_path / "mini.json"
-    cfg.write_text(json.dumps(MINI))
-    out = tmp_path / "engine"
-    r = invoke("--config", cfg, "--seed", 0, "--out", out, "--precision", "both", "--verify-frames", 2)
-    assert r.exit_code == 0, r.output
-    for text in ("[4/4] mask_decoder", "parity vs PyTorch float32", "image_encoder.enc", "whole chain fp32",
-                 "whole chain fp16", f"saved to {out}"):
+def test_export_verify_and_report(tmp_path_factory):
+    """The session's tiny export ran through this command (tests/export/helpers.py): its output."""
+    r = helpers.tiny_export_output(tmp_path_factory.getbasetemp())
+    out = helpers.tiny_engine(tmp_path_factory.getbasetemp())
+    for text in ("model: tiny (random weights, seed 0)", "[4/4] mask_decoder", "parity vs PyTorch float32",
+                 "image_encoder.enc", "whole chain fp32", "whole chain fp16", f"saved to {out}"):
         assert text in r.output, (text, r.output)
+    assert "FAIL" not in r.output and not any(line.startswith("error:") for line in r.output.splitlines())
     m = read_manifest(out)
-    assert m.model_config().name == "mini" and m.precisions == ["fp32", "fp16"]
-    assert m.parity["ok"] is True and m.parity["T"] == 2
+    assert m.precisions == ["fp32", "fp16"]
+    assert m.parity["ok"] is True and m.parity["T"] == helpers.VERIFY_T and m.parity["fp16_reference"] == "rounded"
     assert m.checkpoint["random_seed"] == 0
+
+
+def test_config_file_is_read(tmp_path):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"base": "tiny", "encoder": {"depth": 2, "global_attn_indexes": [5]}}))
+    assert_one_error_line(invoke("--config", cfg, "--seed", 0, "--out", tmp_path / "o"), "bad.json", "global_attn_indexes")
 
 
 def test_help_is_the_docstring():
