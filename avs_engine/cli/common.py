@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import click
@@ -53,20 +52,14 @@ def make_runner(backend: str, *, weights=None, config=None, vggish=None, engine_
     return create_runner("tensorrt", engine_dir=engine_dir, device_id=_device_id(device), cuda_graph=cuda_graph, fused=fused)
 
 
-def file_sha256(path: Path, limit: int | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_description(runner, weights) -> dict:
     cfg = runner.config
     d = {"backend": runner.name, "runner": runner.description, "preset": cfg.name}
     if weights is not None:
         d["weights"] = str(weights)
-        d["weights_sha256"] = file_sha256(Path(weights))
+        from ..export.manifest import sha256_file
+
+        d["weights_sha256"] = sha256_file(weights)
     engine_dir = getattr(runner, "engine_dir", None)
     if engine_dir is not None:
         d["engine_dir"] = str(engine_dir)

@@ -71,7 +71,7 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
 def load_model(config, weights, vggish, allow_missing_fusion, seed):
     """The float32 reference model and a description of its weights for the manifest."""
     from ..backends.torch_backend import TorchRunner
-    from .common import file_sha256
+    from ..export.manifest import sha256_file
 
     if seed is not None and weights is not None:
         raise BackendError("give either --weights or --seed, not both")
@@ -84,9 +84,9 @@ def load_model(config, weights, vggish, allow_missing_fusion, seed):
                          seed=seed, allow_missing_fusion=allow_missing_fusion).activate()
     if seed is not None:
         return runner.model, {"random_seed": seed, "summary": f"random weights, seed {seed}"}
-    files = [{"role": "weights", "file": Path(weights).name, "sha256": file_sha256(Path(weights))}]
+    files = [{"role": "weights", "file": Path(weights).name, "sha256": sha256_file(weights)}]
     if vggish is not None:
-        files.append({"role": "vggish", "file": Path(vggish).name, "sha256": file_sha256(Path(vggish))})
+        files.append({"role": "vggish", "file": Path(vggish).name, "sha256": sha256_file(vggish)})
     layout = runner.load_report.layout if runner.load_report is not None else "unknown"
     return runner.model, {"layout": layout, "files": files, "summary": f"{layout} weights from {Path(weights).name}"}
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError
 from ..spec import STAGE_ORDER, STAGES, dims_for
+from .compare import mask_iou, rel_l2
 from .engine_manifest import EngineManifest, read_engine_manifest
 from .manifest import Manifest, read_manifest
 
@@ -83,21 +84,6 @@ def random_clip(config, T: int, seed: int = 0) -> dict[str, np.ndarray]:
         "image": rng.standard_normal((T, 3, S, S), dtype=np.float32),
         "log_mel": (rng.standard_normal((T, 1, 96, 64), dtype=np.float32) * 2 - 1).astype(np.float32),
     }
-
-
-def rel_l2(y: np.ndarray, ref: np.ndarray) -> float:
-    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
-    if not np.isfinite(y).all():
-        return float("inf")
-    den = np.linalg.norm(ref)
-    return float(np.linalg.norm(y - ref) / den) if den > 0 else float(np.linalg.norm(y))
-
-
-def mask_iou(masks: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-frame IoU of bool masks [T,H,W]; two empty masks score 1."""
-    inter = (masks & ref).reshape(len(ref), -1).sum(1)
-    union = (masks | ref).reshape(len(ref), -1).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 # -- the report --------------------------------------------------------------------------------------

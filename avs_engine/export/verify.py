@@ -37,29 +37,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from ..io.postprocess import logits_to_masks
+from .compare import mask_iou, rel_l2  # noqa: F401 (re-exported)
 from ..spec import STAGE_ORDER, STAGES
 
 FP32_LIMIT = 1e-5
 FP16_FACTOR = 2.0
 FP32_MIN_IOU = 0.999
 _HALF_MAX_PARAMS = 50_000_000
-
-
-def rel_l2(y: np.ndarray, ref: np.ndarray) -> float:
-    """||y - ref|| / ||ref|| in float64 (inf when y has non-finite values)."""
-    y = np.asarray(y, np.float64)
-    ref = np.asarray(ref, np.float64)
-    if not np.isfinite(y).all():
-        return float("inf")
-    den = np.linalg.norm(ref)
-    return float(np.linalg.norm(y - ref) / den) if den > 0 else float(np.linalg.norm(y))
-
-
-def mask_iou(masks: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-frame IoU of bool masks [T,H,W]; two empty masks score 1."""
-    inter = (masks & ref).reshape(len(ref), -1).sum(1)
-    union = (masks | ref).reshape(len(ref), -1).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 # -- PyTorch references --------------------------------------------------------------------------

@@ -55,6 +55,7 @@ class VideoResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     silent: bool = False
+    info: object = field(default=None, repr=False)  # the MediaInfo from start(); not serialised
 
     def to_json(self) -> dict:
         return {
@@ -155,7 +156,7 @@ class Pipeline:
         size_hw = (result.height, result.width)
 
         def clips():
-            it = iter_clips(str(path), self.clip_seconds, allow_silent=self.allow_silent)
+            it = iter_clips(str(path), self.clip_seconds, allow_silent=self.allow_silent, info=result.info)  # probed once, in start()
             while True:
                 t0 = time.perf_counter()
                 try:
@@ -201,7 +202,7 @@ class Pipeline:
         result = VideoResult(
             path=str(path), width=info.width, height=info.height, fps=float(info.fps),
             duration_s=float(info.duration_s), clip_seconds=windows[0].length if windows else self.clip_seconds,
-            n_seconds=n,
+            n_seconds=n, info=info,
         )
         if windows and windows[0].length < self.clip_seconds:
             result.warnings.append(

@@ -1,0 +1,22 @@
+"""Numerical comparisons shared by the export checks (numpy only: trt_check must not pull torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rel_l2(y: np.ndarray, ref: np.ndarray) -> float:
+    """||y - ref|| / ||ref|| in float64 (inf when y has non-finite values)."""
+    y = np.asarray(y, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if not np.isfinite(y).all():
+        return float("inf")
+    den = np.linalg.norm(ref)
+    return float(np.linalg.norm(y - ref) / den) if den > 0 else float(np.linalg.norm(y))
+
+
+def mask_iou(masks: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of bool masks [T,H,W]; two empty masks score 1."""
+    inter = (masks & ref).reshape(len(ref), -1).sum(1)
+    union = (masks | ref).reshape(len(ref), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
