@@ -36,8 +36,8 @@ class TorchRunner(Runner):
         supported layout (``config`` then names the preset/config file).
         ``model``: an already built STBAVA (tests). ``seed`` without weights:
         random initialisation (tests and benchmarks only). ``fused``: swap in the
-        exact-algebra ST-BAVA block (any device) and, on CUDA, the fused CUDA
-        attention kernels (avs_engine.kernels)."""
+        exact-algebra ST-BAVA block and the folded mask-decoder attention (any
+        device) and, on CUDA, the fused CUDA attention kernels (avs_engine.kernels)."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -87,9 +87,11 @@ class TorchRunner(Runner):
                 raise BackendError("no weights given (--weights FILE)")
         self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
         if self.fused:
+            from ..kernels.folded_decoder import fold_decoder_attention
             from ..kernels.fused_fusion import fuse_stbava
 
             fuse_stbava(self.model)
+            fold_decoder_attention(self.model.mask_decoder)
             self.swapped = {"fusion_blocks": len(self.model.layers)}
             if self.device.type == "cuda":
                 from ..kernels.torch_ops import use_cuda_kernels

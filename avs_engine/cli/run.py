@@ -25,7 +25,7 @@ from .run_video import run_video
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="onnxruntime: which exported graphs to run (default fp32 on CPU, fp16 on a GPU).")
 @click.option("--cuda-graph", is_flag=True, help="tensorrt: capture each clip length as a CUDA graph and replay it.")
-@click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block; on CUDA also the fused CUDA attention kernels.")
+@click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block and folded decoder attention; on CUDA also the fused CUDA attention kernels.")
 @click.option("-T", "--clip-seconds", type=click.IntRange(1, 64), default=5, show_default=True, help="Window length in seconds (the model was trained on 5).")
 @click.option("--resize", type=click.Choice(["avsbench", "direct"]), default="avsbench", show_default=True, help="avsbench: squash to 224x224 then up, as the training data; direct: straight to the encoder size.")
 @click.option("--allow-silent", is_flag=True, help="Run videos without an audio track on silence instead of failing.")

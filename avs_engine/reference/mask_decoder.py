@@ -43,7 +43,7 @@ def decode_frames(
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)  # [1+M, C]
     tokens = torch.cat([output_tokens.unsqueeze(0).expand(T, -1, -1), sparse], dim=1)  # [T, 1+M+2, C]
     src = enc + dense  # frame i with its own dense prompt: no repeat_interleave
-    pos_src = image_pe.expand(T, -1, -1, -1)
+    pos_src = image_pe  # [1,C,G,G]: the transformer's adds broadcast it over frames (same values as SAM's repeat)
     b, c, h, w = src.shape
 
     hs, src = decoder.transformer(src, pos_src, tokens)

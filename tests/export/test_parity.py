@@ -67,15 +67,24 @@ def test_fp16_graph_within_twice_pytorch_fp16_error(runners, tiny_model, half_mo
 @pytest.mark.parametrize("stage", ["image_encoder", "fusion", "mask_decoder"])
 def test_fp16_graphs_survive_large_activations(runners, tiny_model, rounded_model, stage):
     """Inputs x100: a plain float16 LayerNorm2d (x**2) or l2-normalisation would overflow.
-    Outputs stay finite and within 2x PyTorch's fp16 error (float16 rounding, fast yardstick)."""
-    x = stage_inputs(tiny_model.config, stage, 2, np.random.default_rng(), scale=100.0)
-    ref = run_reference(tiny_model, stage, x)
-    torch16 = run_reference(rounded_model, stage, x, "rounded")
-    got = runners["fp16"].run(stage, x)
+    Outputs stay finite and within 2x PyTorch's fp16 error (float16 rounding, fast yardstick).
+
+    At x100 the decoder's softmaxes are nearly one-hot, so the error ratio of a single
+    draw is heavy-tailed (measured over 30 draws: median 0.53, max 2.09); the errors are
+    summed over 4 fresh draws. An overflow gives an error of order 1, far past either."""
+    rng = np.random.default_rng()
+    errs, yardsticks = {}, {}
+    for _ in range(4):
+        x = stage_inputs(tiny_model.config, stage, 2, rng, scale=100.0)
+        ref = run_reference(tiny_model, stage, x)
+        torch16 = run_reference(rounded_model, stage, x, "rounded")
+        got = runners["fp16"].run(stage, x)
+        for name in STAGES[stage].output_names:
+            assert np.isfinite(got[name]).all(), (stage, name)
+            errs[name] = errs.get(name, 0.0) + rel_l2(got[name], ref[name])
+            yardsticks[name] = yardsticks.get(name, 0.0) + rel_l2(torch16[name], ref[name])
     for name in STAGES[stage].output_names:
-        assert np.isfinite(got[name]).all(), (stage, name)
-        err, yardstick = rel_l2(got[name], ref[name]), rel_l2(torch16[name], ref[name])
-        assert err <= FP16_FACTOR * yardstick, (stage, name, err, yardstick)
+        assert errs[name] <= FP16_FACTOR * yardsticks[name], (stage, name, errs[name], yardsticks[name])
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
