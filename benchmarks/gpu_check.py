@@ -18,8 +18,11 @@
    stage (depth 7) against the FP32 and FP16 eager reference, eager and CUDA-graphed.
 
 Prints one table and writes a JSON file (--json). TF32 is off throughout (FP32 means FP32).
-In --dry-run the "kernel" rows run the NumPy models through the real launchers
-(host_emulation): their timings mean nothing; the run checks the script, not the GPU.
+In --dry-run the "kernel" rows run through the real launchers on the CPU: by default the
+kernels' own CUDA source on the CPU emulator (avs_engine.kernels.emulator; one fiber per
+CUDA thread), else (--emulate numpy, or no host compiler / CUDA headers) their NumPy
+models (host_emulation). Dry-run timings mean nothing; the run checks the script and the
+kernels' logic, not the GPU.
 """
 
 from __future__ import annotations
@@ -72,8 +75,9 @@ def tag_of(dt) -> str:
 class Env:
     """Device, timer and memory probes; the same calls on CPU (dry run) and CUDA."""
 
-    def __init__(self, dry_run: bool, reps: int, warmup: int) -> None:
+    def __init__(self, dry_run: bool, reps: int, warmup: int, emulate: str = "numpy") -> None:
         self.dry = dry_run
+        self.emulate = emulate  # dry run: "source" (the .cu on the CPU emulator) or "numpy" (the kernels' models)
         self.device = torch.device("cpu" if dry_run else "cuda")
         self.reps, self.warmup = reps, warmup
         self.rows: list[dict] = []
@@ -177,8 +181,19 @@ def stbava_inputs(s: Shapes, seed: int, device) -> tuple:
     return tuple(x.to(device) for x in (a, v, a.clone(), vpe))
 
 
+def stbava_factory(env: Env):
+    """(T, H, C) -> the ST-BAVA kernels: on the GPU, or in a dry run emulated (source or NumPy models)."""
+    if not env.dry:
+        return launchers.StbavaKernels
+    if env.emulate == "source":
+        from avs_engine.kernels import emulator
+
+        return emulator.EmulatedStbavaKernels
+    return host_emulation.HostStbavaKernels
+
+
 def kernels_for(env: Env, s: Shapes):
-    return host_emulation.HostStbavaKernels(s.T, s.heads, s.C) if env.dry else launchers.StbavaKernels(s.T, s.heads, s.C)
+    return stbava_factory(env)(s.T, s.heads, s.C)
 
 
 def check_stbava(env: Env, s: Shapes, seed: int) -> None:
@@ -261,7 +276,13 @@ def to_bhld(x):  # [B, L, heads, D] -> [B*heads, L, D]
 
 
 def relpos_kernel(env: Env):
-    return host_emulation.HostRelPosAttention() if env.dry else launchers.RelPosAttention()
+    if not env.dry:
+        return launchers.RelPosAttention()
+    if env.emulate == "source":
+        from avs_engine.kernels import emulator
+
+        return emulator.EmulatedRelPosAttention()
+    return host_emulation.HostRelPosAttention()
 
 
 def check_relpos(env: Env, s: Shapes, seed: int) -> None:
@@ -292,8 +313,7 @@ def check_relpos(env: Env, s: Shapes, seed: int) -> None:
 def time_stbava_updates(env: Env, s: Shapes, seed: int) -> None:
     """The three attention updates (before the residual) in each form."""
     H, T, N, C = s.heads, s.T, s.N, s.C
-    ops_k = torch_ops.CudaAttentionOps(
-        (lambda T_, H_, C_: host_emulation.HostStbavaKernels(T_, H_, C_)) if env.dry else None)
+    ops_k = torch_ops.CudaAttentionOps(stbava_factory(env) if env.dry else None)
     a64, v64, ape64, vpe64 = stbava_inputs(s, seed, env.device)
     for tag in ("fp32", "fp16"):
         dt = DTYPES[tag]
@@ -389,8 +409,7 @@ def time_stage(env: Env, s: Shapes, seed: int) -> None:
     """Whole fused ST-BAVA stage (depth blocks) vs the eager reference blocks."""
     dev = env.device
     a64, v64, ape64, vpe64 = stbava_inputs(s, seed, dev)
-    ops_k = torch_ops.CudaAttentionOps(
-        (lambda T_, H_, C_: host_emulation.HostStbavaKernels(T_, H_, C_)) if env.dry else None)
+    ops_k = torch_ops.CudaAttentionOps(stbava_factory(env) if env.dry else None)
 
     def stage(layers, a, v, ape, vpe):
         for layer in layers:
@@ -506,7 +525,8 @@ def environment(env: Env) -> dict:
         except OSError:
             info["driver"] = None
     else:
-        info["device"] = "CPU (dry run: kernels emulated by their NumPy models)"
+        how = "their CUDA source on the CPU emulator" if env.emulate == "source" else "their NumPy models"
+        info["device"] = f"CPU (dry run: kernels emulated by {how})"
     return info
 
 
@@ -526,6 +546,9 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="CPU rehearsal at small shapes with emulated kernels")
+    p.add_argument("--emulate", choices=["source", "numpy"], default=None,
+                   help="dry run: run the .cu source on the CPU emulator (default where a host compiler and CUDA "
+                        "headers exist) or the kernels' NumPy models")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 20 on GPU, 2 dry)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=None, help="input seed (default: from the clock, printed)")
@@ -536,7 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible (use --dry-run to rehearse on the CPU)", file=sys.stderr)
         return 2
-    env = Env(args.dry_run, args.reps or (2 if args.dry_run else 20), 1 if args.dry_run else args.warmup)
+    emulate = args.emulate
+    if args.dry_run and emulate is None:
+        from avs_engine.kernels import emulator
+
+        emulate = "numpy" if emulator.unavailable_reason() else "source"
+    env = Env(args.dry_run, args.reps or (2 if args.dry_run else 20), 1 if args.dry_run else args.warmup,
+              emulate or "numpy")
     s = DRY if args.dry_run else REAL
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -40,6 +40,21 @@ struct Smem {
     int key_w[kBc];
 };
 
+#ifdef AVS_CPU_EMULATION
+// CPU emulation build (kernels/emulator): the warp-collective instructions as the PTX ISA defines them.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) { avs_emu::cp_async16(dst, src, valid); }
+__device__ __forceinline__ void cp_async_commit() {}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) { avs_emu::ldmatrix_x4_trans(r, row); }
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, __half) {
+    avs_emu::mma_m16n8k16(d, a, b0, b1, false);
+}
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1,
+                                         __nv_bfloat16) {
+    avs_emu::mma_m16n8k16(d, a, b0, b1, true);
+}
+#else
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -75,6 +90,7 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif
 
 // Two f32 -> one 32-bit register of In pairs (lower column in the low half).
 __device__ __forceinline__ unsigned pack2(float lo, float hi, __half) {
@@ -108,7 +124,11 @@ __device__ __forceinline__ void load_tile(In (*dst)[D + kPad], const In* src, lo
 template <typename In, int D>
 __device__ __forceinline__ void relpos_flash_attn(const RelPosAttnParams& p) {
     static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+#ifdef AVS_CPU_EMULATION
+    unsigned char* smem_raw = avs_emu::dynamic_smem();
+#else
     extern __shared__ __align__(16) unsigned char smem_raw[];
+#endif
     Smem<In, D>& sm = *reinterpret_cast<Smem<In, D>*>(smem_raw);
 
     const int Lq = p.q_h * p.q_w, Lk = p.k_h * p.k_w;
