@@ -152,7 +152,7 @@ def main() -> None:
         "each section runs both frameworks with the same thread count.",
         "FP32 graphs, random weights (seed 0), random inputs; median of the runs after one warm-up run;",
         "PyTorch and ONNX Runtime alternate run by run. PyTorch: the reference model in eager mode",
-        "(`TorchRunner`); ONNX Runtime: `OnnxRuntimeRunner` (CPU provider; encoder one frame per call).",
+        "(`TorchRunner`, encoder one frame per call on CPU); ONNX Runtime: `OnnxRuntimeRunner` (CPU provider; encoder frames per call from `cpu_encoder_batch`: all T for tiny, 1 for vit_b).",
         "",
     ]
     with tempfile.TemporaryDirectory() as tmp:

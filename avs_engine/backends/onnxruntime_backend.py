@@ -29,6 +29,21 @@ PROVIDER_ALIASES = {
 _DEVICE_OF = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
 
+CPU_ENCODER_BUDGET_BYTES = 2 << 30
+
+
+def cpu_encoder_batch(config, budget_bytes: int = CPU_ENCODER_BUDGET_BYTES) -> int:
+    """Frames per image-encoder call on CPU: as many as fit ``budget_bytes`` of transient memory.
+
+    Per frame, about 5x one global block's float32 scores [heads, N, N] (measured:
+    ONNX Runtime CPU peaks at 3.8 GB of RSS for one ViT-B frame, 7.2 GB for two).
+    vit_b/l/h: 1 frame per call; tiny: every frame in one call (2 threads: 19.6 -> 13.7 ms
+    for 5 frames, measured 2026-11-26)."""
+    n = config.grid * config.grid
+    per_frame = 5 * config.encoder.num_heads * n * n * 4
+    return max(1, budget_bytes // per_frame)
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
@@ -50,9 +65,8 @@ class OnnxRuntimeRunner(Runner):
         ``check_hashes``: verify every file's sha256 against the manifest.
         ``threads``: intra-op threads (default: ONNX Runtime's choice).
         ``encoder_batch``: frames per image-encoder call (frames are independent);
-        default 1 on CPU (measured: ONNX Runtime CPU peaks at 3.8 GB of RSS for
-        one ViT-B frame, 7.2 GB for two: the global attention maps), all T at
-        once on a GPU."""
+        default on CPU: as many as :func:`cpu_encoder_batch` allows (vit_b/l/h: 1;
+        tiny: all T), all T at once on a GPU."""
         super().__init__()
         if precision is not None and precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
@@ -93,10 +107,10 @@ class OnnxRuntimeRunner(Runner):
         if "CPUExecutionProvider" not in self.providers:
             self.providers.append("CPUExecutionProvider")  # ONNX Runtime's fallback for unsupported nodes
         self.device_type = _DEVICE_OF.get(self.providers[0], "cpu")
-        if self.encoder_batch is None:
-            self.encoder_batch = 1 if self.device_type == "cpu" else 1 << 30
-
         manifest = read_manifest(self.engine_dir, check_hashes=self.check_hashes)
+        if self.encoder_batch is None:
+            cpu = self.device_type == "cpu"
+            self.encoder_batch = cpu_encoder_batch(manifest.model_config()) if cpu else 1 << 30
         precision = self.precision or ("fp32" if self.device_type == "cpu" or "fp16" not in manifest.precisions else "fp16")
         manifest.graph(precision, STAGE_ORDER[0])  # a clear error when that precision was not exported
 

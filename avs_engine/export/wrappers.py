@@ -15,7 +15,10 @@ returns a copy that shares every parameter with the model but has
   with the redundant work removed (DESIGN §4), tested equal to the reference to
   float32 rounding. Measured on ONNX Runtime CPU (vit_b, T=5, 2 threads):
   fusion graph 1.69 s -> 0.98 s, mask decoder 0.20 s -> 0.15 s, FP32 error
-  against a float64 reference unchanged (``benchmarks/onnx_cpu.md``).
+  against a float64 reference unchanged (``benchmarks/onnx_cpu.md``);
+* the image encoder's windowed (and small-grid global) attention swapped for
+  :class:`~avs_engine.kernels.relpos_matmul.RelPosMatmulAttention`: the
+  relative-position bias inside the score matmul instead of two broadcast adds.
 
 The random-Fourier positional encoding (``STBAVA.dense_pe``) depends on no
 input: the exporter's constant folding turns it into one constant of the
@@ -34,11 +37,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
+from segment_anything.modeling.image_encoder import Attention as EncoderAttention
 from segment_anything.modeling.transformer import Attention
 from torch import nn
 
 from ..kernels.folded_decoder import FoldedAttention
 from ..kernels.fused_fusion import FusedAVFusionBlock
+from ..kernels.relpos_matmul import RelPosMatmulAttention
 from ..reference.fusion import AVFusionBlock
 from ..reference.model import STBAVA
 
@@ -91,7 +96,8 @@ def swap_modules(root: nn.Module, replace: Callable[[str, nn.Module], nn.Module 
 
 def export_copy(model: STBAVA) -> STBAVA:
     """The model as the graphs see it: LayerNorm2d as :class:`ChannelLayerNorm`, the
-    ST-BAVA blocks fused, the decoder's attention folded (module docstring).
+    ST-BAVA blocks fused, the decoder's attention folded, the encoder's rel-pos bias
+    in its score matmul (module docstring).
 
     The copy shares parameters with ``model`` (no memory for vit_h's 2.5 GB);
     ``model`` is unchanged.
@@ -104,6 +110,8 @@ def export_copy(model: STBAVA) -> STBAVA:
             return FusedAVFusionBlock.from_block(module)
         if type(module) is Attention:
             return FoldedAttention(module)
+        if type(module) is EncoderAttention and module.use_rel_pos:
+            return RelPosMatmulAttention(module)
         return None
 
     return swap_modules(model, replace).eval()

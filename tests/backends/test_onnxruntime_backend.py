@@ -110,3 +110,11 @@ def test_encoder_batch_chunks_give_the_same_result(tiny_engine):
     for b in (1, 2):
         for got, want in zip(outs[b], outs[8]):
             assert rel_l2(got, want) < 1e-6
+
+
+def test_cpu_encoder_batch_by_memory():
+    from avs_engine.backends.onnxruntime_backend import cpu_encoder_batch
+    from avs_engine.config import from_name
+
+    assert cpu_encoder_batch(from_name("vit_b")) == cpu_encoder_batch(from_name("vit_h")) == 1  # GBs per frame
+    assert cpu_encoder_batch(from_name("tiny")) >= 64  # a few MB per frame: a whole clip per call

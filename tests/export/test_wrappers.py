@@ -17,7 +17,12 @@ def test_export_copy_swaps_layernorm2d_and_shares_weights(tiny_model):
     assert sum(isinstance(m, ChannelLayerNorm) for m in copy.modules()) == 3  # neck x2, decoder upscaling x1
     # the reference is untouched and the copy holds the very same tensors
     assert sum(isinstance(m, LayerNorm2d) for m in tiny_model.modules()) == 3
-    assert copy.image_encoder.blocks is tiny_model.image_encoder.blocks
+    assert copy.image_encoder.blocks[0].mlp is tiny_model.image_encoder.blocks[0].mlp
+    assert all(a is b for a, b in zip(copy.parameters(), tiny_model.parameters()))
+    assert copy.state_dict().keys() == tiny_model.state_dict().keys()
+    # the exact-algebra forms (tests/kernels) are in the copy only
+    kinds = {type(m).__name__ for m in copy.modules()} - {type(m).__name__ for m in tiny_model.modules()}
+    assert kinds == {"ChannelLayerNorm", "FusedAVFusionBlock", "FoldedAttention", "RelPosMatmulAttention"}
     assert copy.image_encoder.neck[1].weight is tiny_model.image_encoder.neck[1].weight
     after = tiny_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
