@@ -14,7 +14,7 @@ returns a copy that shares every parameter with the model but has
   :class:`~avs_engine.kernels.folded_decoder.FoldedAttention`: the same functions
   with the redundant work removed (DESIGN §4), tested equal to the reference to
   float32 rounding. Measured on ONNX Runtime CPU (vit_b, T=5, 2 threads):
-  fusion graph 1.69 s -> 0.98 s, mask decoder 0.20 s -> 0.15 s, FP32 error
+  fusion graph 1.69 s -> 0.95-0.99 s, mask decoder 0.20 s -> 0.16 s, FP32 error
   against a float64 reference unchanged (``benchmarks/onnx_cpu.md``);
 * the image encoder's windowed (and small-grid global) attention swapped for
   :class:`~avs_engine.kernels.relpos_matmul.RelPosMatmulAttention`: the
