@@ -173,12 +173,17 @@ class StbavaKernels:
     def __init__(self, T: int, H: int, C: int, device: int = 0) -> None:
         self.check_shape(T, H, C)
         self.T, self.H, self.C = T, H, C
-        self.temporal = load_module(KernelSource("temporal_attention.cu", (("AVS_T", T), ("AVS_H", H), ("AVS_C", C))), device)
-        self.spatial = load_module(KernelSource("spatial_attention.cu", (("AVS_H", H), ("AVS_C", C))), device)
+        self.temporal = self.load(KernelSource("temporal_attention.cu", (("AVS_T", T), ("AVS_H", H), ("AVS_C", C))), device)
+        self.spatial = self.load(KernelSource("spatial_attention.cu", (("AVS_H", H), ("AVS_C", C))), device)
         self.audio_pixels, self.vis_pixels, self.vis_threads, ht = self.temporal.constant_ints("temporal_geometry", 4)
         self.warps, self.spatial_threads, self.max_splits = self.spatial.constant_ints("spatial_geometry", 3)
         if ht != H * T:
             raise CudaError(f"temporal_attention module built for H*T={ht}, expected {H * T}")
+
+    @staticmethod
+    def load(src: KernelSource, device: int):
+        """The built module of ``src`` (a CUBIN loaded on ``device``; the CPU emulator overrides)."""
+        return load_module(src, device)
 
     @staticmethod
     def check_shape(T: int, H: int, C: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avs_engine.kernels import emulator
-from avs_engine.kernels.launchers import DeviceArray
+from avs_engine.kernels.launchers import DeviceArray, TemporalAudioCombineParams
 from avs_engine.kernels.nvrtc import CudaError
 from avs_engine.kernels.torch_ops import CudaAttentionOps, CudaFusedAVFusionBlock, CudaRelPosAttention
 
@@ -127,5 +127,4 @@ def test_emulator_reports_kernel_errors():
     with pytest.raises(CudaError, match="no kernel"):
         k.temporal.launch("temporal_visual_f64", (1, 1, 1), (32, 1, 1), 0, None)
     with pytest.raises(CudaError, match="block of 2048 threads"):
-        k._launch("temporal_audio_combine", (1, 1, 1), (2048, 1, 1), 0, 0,
-                  __import__("avs_engine.kernels.launchers", fromlist=["x"]).TemporalAudioCombineParams())
+        k._launch("temporal_audio_combine", (1, 1, 1), (2048, 1, 1), 0, 0, TemporalAudioCombineParams())

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from ..launchers import RelPosAttention, StbavaKernels
@@ -33,6 +34,7 @@ HEADER = Path(__file__).parent / "cuda_host.h"
 _ENTRY = re.compile(r'extern\s+"C"\s+void\s+(\w+)\s*\(\s*const\s+(\w+)\s+p\s*\)\s*\{')
 # Shared memory of the GPU the emulation pretends to be (H100's opt-in limit per block).
 SMEM_OPTIN_BYTES = 227 * 1024
+_LAUNCH_LOCK = threading.Lock()
 
 
 def compiler() -> str | None:
@@ -91,7 +93,10 @@ def _launcher_source(src: KernelSource, kernels: list[tuple[str, str]]) -> str:
         f"    }} else"
         for k, t in kernels
     )
+    names = ",".join(k for k, _ in kernels)
     return f"""#include "{src.path}"
+
+extern "C" const char* const avs_emu_kernel_names = "{names}";
 
 extern "C" int avs_emu_launch(const char* name, const void* params, unsigned gx, unsigned gy, unsigned gz,
                               unsigned bx, unsigned by, unsigned bz, unsigned smem, char* error, int error_len) {{
@@ -108,12 +113,12 @@ extern "C" int avs_emu_launch(const char* name, const void* params, unsigned gx,
 """
 
 
-def build(src: KernelSource, sanitize: bool = False) -> Path:
+def build(src: KernelSource) -> Path:
     """Compile ``src`` for the CPU (cached by source, header, defines and flags). Returns the .so."""
     reason = unavailable_reason()
     if reason:
         raise CudaError(f"CPU emulation unavailable: {reason}")
-    h = hashlib.sha256(f"{src.digest()}|{HEADER.read_bytes().hex()}|{sanitize}|{compiler()}".encode())
+    h = hashlib.sha256(f"{src.digest()}|{HEADER.read_bytes().hex()}|{compiler()}".encode())
     path = cache_dir() / "cpu" / f"{src.path.stem}-{h.hexdigest()[:20]}.so"
     if path.is_file():
         return path
@@ -123,9 +128,8 @@ def build(src: KernelSource, sanitize: bool = False) -> Path:
         tu = Path(tmp) / "emulated.cpp"
         tu.write_text(_launcher_source(src, kernels))
         out = Path(tmp) / "k.so"
-        opt = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
-        # -ffp-contract=off: no fused multiply-adds the source does not write (as nvcc's default would differ anyway)
-        _run([compiler(), "-shared", "-fPIC", "-w", "-ffp-contract=off", *opt, *_flags(src), "-o", str(out), str(tu)],
+        # -ffp-contract=off: no fused multiply-adds beyond the fmaf the source writes
+        _run([compiler(), "-shared", "-fPIC", "-w", "-O2", "-ffp-contract=off", *_flags(src), "-o", str(out), str(tu)],
              f"host compiler on {src.name}")
         fd, tmp_so = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
@@ -137,10 +141,10 @@ def build(src: KernelSource, sanitize: bool = False) -> Path:
 class EmulatedModule:
     """The CPU build of one .cu: the same two questions as ``nvrtc.Module`` plus a launch."""
 
-    def __init__(self, src: KernelSource, sanitize: bool = False) -> None:
+    def __init__(self, src: KernelSource) -> None:
         self.name = src.name
-        self.lib = ctypes.CDLL(str(build(src, sanitize)))
-        self.kernels = {k for k, _ in entries(src)}
+        self.lib = ctypes.CDLL(str(build(src)))
+        self.kernels = set(ctypes.c_char_p.in_dll(self.lib, "avs_emu_kernel_names").value.decode().split(","))
         fn = self.lib.avs_emu_launch
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_char_p, ctypes.c_int]
@@ -159,7 +163,8 @@ class EmulatedModule:
         if min(grid) < 1 or grid[0] >= 2**31 or grid[1] > 65535 or grid[2] > 65535:
             raise CudaError(f"{name}: grid {grid} out of range")
         err = ctypes.create_string_buffer(512)
-        rc = self._launch(name.encode(), ctypes.byref(params), *grid, *block, smem, err, len(err))
+        with _LAUNCH_LOCK:  # the emulator's scheduler state is process-wide; ctypes drops the GIL
+            rc = self._launch(name.encode(), ctypes.byref(params), *grid, *block, smem, err, len(err))
         if rc:
             raise CudaError(f"{name} (CPU emulation): {err.value.decode()}")
 
@@ -167,16 +172,13 @@ class EmulatedModule:
 class EmulatedStbavaKernels(StbavaKernels):
     """StbavaKernels on host memory, the kernels' source run by the CPU emulator."""
 
-    def __init__(self, T: int, H: int, C: int, sanitize: bool = False) -> None:  # noqa: super() loads CUBINs
-        self.check_shape(T, H, C)
-        self.T, self.H, self.C = T, H, C
-        self.temporal = EmulatedModule(KernelSource("temporal_attention.cu", (("AVS_T", T), ("AVS_H", H), ("AVS_C", C))), sanitize)
-        self.spatial = EmulatedModule(KernelSource("spatial_attention.cu", (("AVS_H", H), ("AVS_C", C))), sanitize)
-        self.audio_pixels, self.vis_pixels, self.vis_threads, ht = self.temporal.constant_ints("temporal_geometry", 4)
-        self.warps, self.spatial_threads, self.max_splits = self.spatial.constant_ints("spatial_geometry", 3)
-        if ht != H * T:
-            raise CudaError(f"temporal_attention module built for H*T={ht}, expected {H * T}")
+    def __init__(self, T: int, H: int, C: int) -> None:
         self.launches: list[str] = []
+        super().__init__(T, H, C)
+
+    @classmethod
+    def load(cls, src: KernelSource, device: int) -> EmulatedModule:
+        return EmulatedModule(src)
 
     def _launch(self, name: str, grid, block, smem: int, stream: int, params) -> None:
         self.launches.append(name)
@@ -187,8 +189,8 @@ class EmulatedStbavaKernels(StbavaKernels):
 class EmulatedRelPosAttention(RelPosAttention):
     """RelPosAttention on host memory, the flash kernel's source run by the CPU emulator."""
 
-    def __init__(self, sanitize: bool = False) -> None:  # noqa: super() loads a CUBIN
-        self.module = EmulatedModule(KernelSource("relpos_flash_attention.cu"), sanitize)
+    def __init__(self) -> None:  # not super().__init__: it loads a CUBIN and asks the driver
+        self.module = EmulatedModule(KernelSource("relpos_flash_attention.cu"))
         self.block_rows, self.block_keys, self.threads, self.max_rel = self.module.constant_ints("relpos_geometry", 4)
         self.smem_optin = SMEM_OPTIN_BYTES
         self.launches: list[str] = []
