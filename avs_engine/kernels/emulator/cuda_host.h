@@ -7,7 +7,9 @@
 // __syncthreads (all live threads of the block), and the warp-collective
 // instructions (__shfl_xor_sync, mma.sync, ldmatrix; all 32 lanes of the warp).
 // Blocks run one after the other, so a kernel's `static` (= __shared__) arrays
-// are one block's shared memory. What this checks: the kernels' index maths,
+// are one block's shared memory; they are not cleared between blocks (a read
+// before a write sees the previous block's values, where a GPU has garbage;
+// dynamic shared memory is refilled with NaN bytes per block). What this checks: the kernels' index maths,
 // strides, tiling, barrier placement (a deadlock or a missing participant is an
 // error, not a hang), the mma/ldmatrix fragment layouts as the PTX ISA defines
 // them, every output written, against an independent reference. What it cannot:
