@@ -23,6 +23,7 @@ import onnxruntime as ort
 import torch
 
 from avs_engine.backends.onnxruntime_backend import OnnxRuntimeRunner
+from avs_engine.bench.machine import cpu_model
 from avs_engine.backends.torch_backend import TorchRunner
 from avs_engine.export.onnx_export import export_onnx
 from avs_engine.export.verify import mask_iou, random_clip, rel_l2, run_reference
@@ -45,16 +46,6 @@ def timed_pair(fns: dict, runs: int) -> dict[str, tuple[float, float, int]]:
             fn()
             times[name].append(time.perf_counter() - t0)
     return {k: (warm[k], statistics.median(times[k]), runs) for k in fns}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench(preset: str, T: int, runs: int, encoder_T: int, threads: int, work: Path, log) -> list[str]:
@@ -146,7 +137,7 @@ def main() -> None:
         "# ONNX Runtime CPU vs PyTorch CPU",
         "",
         f"Written by `benchmarks/onnx_vs_torch_cpu.py` on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.",
-        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs (shared with other jobs: load average "
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs (shared with other jobs: load average "
         f"{load0[0]:.1f} at start), Python {platform.python_version()}; torch {torch.__version__} "
         f"(default {torch.get_num_threads()} threads), onnxruntime {ort.__version__} (graph optimisation ALL, no spinning);",
         "each section runs both frameworks with the same thread count.",

@@ -84,8 +84,10 @@ def device_info(device: int = 0) -> tuple[str, str]:
 # -- memory ----------------------------------------------------------------------------------------
 
 
-class DeviceBuffer:
-    """``nbytes`` of device memory (cudaMalloc); grows on demand, never shrinks."""
+class _Buffer:
+    """``nbytes`` from a CUDA allocator; grows on demand, never shrinks."""
+
+    _alloc, _release = "cudaMalloc", "cudaFree"  # cudart function names
 
     def __init__(self, nbytes: int, name: str = "buffer") -> None:
         self.name = name
@@ -98,32 +100,28 @@ class DeviceBuffer:
         if nbytes <= self.nbytes and self.ptr:
             return False
         self.free()
-        self.ptr = int(check(cudart().cudaMalloc(max(int(nbytes), 1)), f"cudaMalloc({nbytes} bytes for '{self.name}')"))
+        alloc = getattr(cudart(), self._alloc)
+        self.ptr = int(check(alloc(max(int(nbytes), 1)), f"{self._alloc}({nbytes} bytes for '{self.name}')"))
         self.nbytes = int(nbytes)
         return True
 
     def free(self) -> None:
         if self.ptr:
-            check(cudart().cudaFree(self.ptr), f"cudaFree('{self.name}')")
+            check(getattr(cudart(), self._release)(self.ptr), f"{self._release}('{self.name}')")
             self.ptr, self.nbytes = 0, 0
 
 
-class PinnedBuffer:
+class DeviceBuffer(_Buffer):
+    """``nbytes`` of device memory (cudaMalloc); grows on demand, never shrinks."""
+
+
+class PinnedBuffer(_Buffer):
     """``nbytes`` of page-locked host memory (cudaMallocHost), seen as numpy arrays."""
 
-    def __init__(self, nbytes: int, name: str = "pinned") -> None:
-        self.name = name
-        self.ptr = 0
-        self.nbytes = 0
-        self.ensure(nbytes)
+    _alloc, _release = "cudaMallocHost", "cudaFreeHost"
 
-    def ensure(self, nbytes: int) -> bool:
-        if nbytes <= self.nbytes and self.ptr:
-            return False
-        self.free()
-        self.ptr = int(check(cudart().cudaMallocHost(max(int(nbytes), 1)), f"cudaMallocHost({nbytes} bytes for '{self.name}')"))
-        self.nbytes = int(nbytes)
-        return True
+    def __init__(self, nbytes: int, name: str = "pinned") -> None:
+        super().__init__(nbytes, name)
 
     def array(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A numpy view of the first bytes as ``shape``/``dtype`` (valid until the buffer moves)."""
@@ -132,11 +130,6 @@ class PinnedBuffer:
         assert n <= self.nbytes, f"pinned buffer '{self.name}' holds {self.nbytes} bytes, view needs {n}"
         raw = (ctypes.c_uint8 * max(n, 1)).from_address(self.ptr)
         return np.frombuffer(raw, dtype=np.uint8, count=n).view(dtype).reshape(shape)
-
-    def free(self) -> None:
-        if self.ptr:
-            check(cudart().cudaFreeHost(self.ptr), f"cudaFreeHost('{self.name}')")
-            self.ptr, self.nbytes = 0, 0
 
 
 # -- stream, copies, graphs --------------------------------------------------------------------------

@@ -108,9 +108,9 @@ class OnnxRuntimeRunner(Runner):
             self.providers.append("CPUExecutionProvider")  # ONNX Runtime's fallback for unsupported nodes
         self.device_type = _DEVICE_OF.get(self.providers[0], "cpu")
         manifest = read_manifest(self.engine_dir, check_hashes=self.check_hashes)
+        config = manifest.model_config()
         if self.encoder_batch is None:
-            cpu = self.device_type == "cpu"
-            self.encoder_batch = cpu_encoder_batch(manifest.model_config()) if cpu else 1 << 30
+            self.encoder_batch = cpu_encoder_batch(config) if self.device_type == "cpu" else 1 << 30
         precision = self.precision or ("fp32" if self.device_type == "cpu" or "fp16" not in manifest.precisions else "fp16")
         manifest.graph(precision, STAGE_ORDER[0])  # a clear error when that precision was not exported
 
@@ -133,7 +133,7 @@ class OnnxRuntimeRunner(Runner):
             self._check_io(sess, stage, path)
             sessions[stage] = sess
         self.manifest, self.sessions, self.precision_used = manifest, sessions, precision
-        self.config = manifest.model_config()
+        self.config = config
         self.description = f"onnxruntime {ort.__version__} {self.providers[0]} {precision}"
         self._ort = ort
 

@@ -19,7 +19,7 @@ _PACKAGES = (
 )
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -83,7 +83,7 @@ def machine_info() -> dict:
         usable = os.cpu_count()
     mem = _mem_total_gib()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": usable,
         "memory": {"value": mem, "unit": "GiB"} if mem is not None else "unknown",

@@ -1,4 +1,4 @@
-"""Numerical comparisons shared by the export checks (numpy only: trt_check must not pull torch)."""
+"""Numerical comparisons and test inputs shared by the export checks (numpy only: trt_check must not pull torch)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def mask_iou(masks: np.ndarray, ref: np.ndarray) -> np.ndarray:
     inter = (masks & ref).reshape(len(ref), -1).sum(1)
     union = (masks | ref).reshape(len(ref), -1).sum(1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def random_clip(config, T: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random network inputs: image [T,3,S,S] ~ N(0,1), log_mel [T,1,96,64] ~ N(-1,2)."""
+    rng = np.random.default_rng(seed)
+    S = config.encoder.img_size
+    return {
+        "image": rng.standard_normal((T, 3, S, S), dtype=np.float32),
+        "log_mel": (rng.standard_normal((T, 1, 96, 64), dtype=np.float32) * 2 - 1).astype(np.float32),
+    }

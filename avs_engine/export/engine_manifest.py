@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import BackendError, ConfigError
+from ..io.writers import atomic_target
 from ..spec import STAGE_ORDER
 from .manifest import sha256_file
 from .profiles import TRange
@@ -108,9 +109,8 @@ class EngineManifest:
     def write(self, root: str | Path) -> Path:
         """Write ``root/engines.json`` atomically."""
         self.root = Path(root)
-        tmp = self.path.with_name(f".{MANIFEST_NAME}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(self.path)
+        with atomic_target(self.path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return self.path
 
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import BackendError, ConfigError
+from ..io.writers import atomic_target
 from ..spec import STAGE_ORDER, STAGES, StageSpec
 
 FORMAT = "avs-engine-onnx/1"
@@ -126,9 +127,8 @@ class Manifest:
     def write(self, root: str | Path) -> Path:
         """Write ``root/manifest.json`` (atomically)."""
         self.root = Path(root)
-        tmp = self.path.with_name(f".{MANIFEST_NAME}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(self.path)
+        with atomic_target(self.path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return self.path
 
     @classmethod

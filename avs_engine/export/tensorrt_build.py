@@ -27,7 +27,6 @@ Precision routes:
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import platform
 import re
 import sys
@@ -39,6 +38,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..errors import BackendError, ConfigError
+from ..io.writers import atomic_target
 from ..spec import STAGE_ORDER, STAGES
 from .engine_manifest import DEFAULT_SUBDIR, EngineEntry, EngineManifest, onnx_identity, read_engine_manifest
 from .manifest import read_manifest, sha256_file
@@ -490,10 +490,8 @@ def _previous(out: Path) -> EngineManifest | None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _first_line(x: Any) -> str:

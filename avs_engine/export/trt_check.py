@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError
 from ..spec import STAGE_ORDER, STAGES, dims_for
-from .compare import mask_iou, rel_l2
+from .compare import mask_iou, random_clip, rel_l2  # noqa: F401 (random_clip re-exported)
 from .engine_manifest import EngineManifest, read_engine_manifest
 from .manifest import Manifest, read_manifest
 
@@ -74,16 +74,6 @@ def tolerances_for(precision: str, rtol: Mapping[str, float] | None = None, atol
     for name, (r, a, stat) in base.items():
         base[name] = (rtol.get(name, rtol.get("*", r)), atol.get(name, atol.get("*", a)), stat)
     return base
-
-
-def random_clip(config, T: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded network inputs: image [T,3,S,S] ~ N(0,1), log_mel [T,1,96,64] ~ N(-1,2)."""
-    rng = np.random.default_rng(seed)
-    S = config.encoder.img_size
-    return {
-        "image": rng.standard_normal((T, 3, S, S), dtype=np.float32),
-        "log_mel": (rng.standard_normal((T, 1, 96, 64), dtype=np.float32) * 2 - 1).astype(np.float32),
-    }
 
 
 # -- the report --------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from ..io.postprocess import logits_to_masks
-from .compare import mask_iou, rel_l2  # noqa: F401 (re-exported)
+from .compare import mask_iou, random_clip, rel_l2  # noqa: F401 (re-exported)
 from ..spec import STAGE_ORDER, STAGES
 
 FP32_LIMIT = 1e-5
@@ -125,16 +125,6 @@ def resolve_fp16_reference(model, kind: str) -> str:
         return kind
     n = sum(p.numel() for p in model.parameters())
     return "half" if _device(model).type == "cuda" or n < _HALF_MAX_PARAMS else "rounded"
-
-
-def random_clip(config, T: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random network inputs: image [T,3,S,S] ~ N(0,1), log_mel [T,1,96,64] ~ N(-1,2)."""
-    rng = np.random.default_rng(seed)
-    S = config.encoder.img_size
-    return {
-        "image": rng.standard_normal((T, 3, S, S), dtype=np.float32),
-        "log_mel": (rng.standard_normal((T, 1, 96, 64), dtype=np.float32) * 2 - 1).astype(np.float32),
-    }
 
 
 # -- the report ----------------------------------------------------------------------------------

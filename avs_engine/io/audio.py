@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError, NoAudioError
-from .probe import _one_line, check_file, open_media
+from .probe import check_file, decode_checked, open_media
 
 SAMPLE_RATE = 16000
 _JUMP = 0.020  # seconds: timestamp discontinuities larger than this are honoured
@@ -134,15 +134,7 @@ def _origin(container) -> float:
 
 def decode_audio(container, path: str, stream) -> Iterator["av.AudioFrame"]:
     """Decoded frames of ``stream``; decode errors become MediaError."""
-    it = container.decode(stream)
-    while True:
-        try:
-            frame = next(it)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: audio decode error ({_one_line(e)})") from None
-        yield frame
+    return decode_checked(container, stream, path, "audio")
 
 
 def has_audio(path: str | os.PathLike) -> bool:

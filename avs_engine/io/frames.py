@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError
-from .probe import MediaInfo, open_media, probe, video_stream, _one_line
+from .probe import MediaInfo, decode_checked, open_media, probe, video_stream
 
 
 def frame_index(second: int, fps: float) -> int:
@@ -116,15 +116,7 @@ def decode_video(container, path: str, stream=None) -> Iterator["av.VideoFrame"]
     """Decoded frames of the first video stream; decode errors become MediaError."""
     vs = stream if stream is not None else video_stream(container, path)
     vs.thread_type = "AUTO"
-    it = container.decode(vs)
-    while True:
-        try:
-            frame = next(it)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: video decode error ({_one_line(e)})") from None
-        yield frame
+    return decode_checked(container, vs, path, "video")
 
 
 def iter_second_frames(

@@ -60,6 +60,19 @@ def _one_line(e: BaseException) -> str:
     return re.sub(r":\s*'[^']*'$", "", msg).strip()
 
 
+def decode_checked(container, stream, path: str, kind: str) -> Iterator:
+    """Decoded frames of ``stream``; a decode error becomes one MediaError line naming ``kind``."""
+    it = container.decode(stream)
+    while True:
+        try:
+            frame = next(it)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: {kind} decode error ({_one_line(e)})") from None
+        yield frame
+
+
 @contextmanager
 def open_media(path: str | os.PathLike) -> Iterator["av.container.InputContainer"]:
     """Open ``path`` for reading with PyAV; bad files raise a one-line MediaError."""

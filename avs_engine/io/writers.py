@@ -29,7 +29,7 @@ from avs_engine.errors import MediaError, ShapeError
 
 
 @contextlib.contextmanager
-def _atomic_target(path: Path):
+def atomic_target(path: Path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -55,7 +55,7 @@ def write_mask_png(path, mask: np.ndarray) -> Path:
     if mask.ndim != 2:
         raise ShapeError(f"write_mask_png({path.name}): expected mask [H,W], got shape {mask.shape}")
     img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         img.save(tmp, format="PNG")  # format given: the temporary name has no .png suffix
     return path
 
@@ -75,7 +75,7 @@ def write_json_atomic(path, obj, indent: int = 2) -> Path:
     """Write ``obj`` as JSON (numpy scalars/arrays and paths converted); returns ``path``."""
     path = Path(path)
     text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
-    with _atomic_target(path) as tmp:
+    with atomic_target(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return path
 

@@ -124,17 +124,19 @@ def build(src: KernelSource) -> Path:
         return path
     kernels = entries(src)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tu = Path(tmp) / "emulated.cpp"
-        tu.write_text(_launcher_source(src, kernels))
-        out = Path(tmp) / "k.so"
-        # -ffp-contract=off: no fused multiply-adds beyond the fmaf the source writes
-        _run([compiler(), "-shared", "-fPIC", "-w", "-O2", "-ffp-contract=off", *_flags(src), "-o", str(out), str(tu)],
-             f"host compiler on {src.name}")
-        fd, tmp_so = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        shutil.copyfile(out, tmp_so)
+    fd, tmp_so = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tu = Path(tmp) / "emulated.cpp"
+            tu.write_text(_launcher_source(src, kernels))
+            # -ffp-contract=off: no fused multiply-adds beyond the fmaf the source writes
+            _run([compiler(), "-shared", "-fPIC", "-w", "-O2", "-ffp-contract=off", *_flags(src), "-o", tmp_so, str(tu)],
+                 f"host compiler on {src.name}")
         os.replace(tmp_so, path)  # atomic: concurrent builders never load half a file
+    finally:
+        if os.path.exists(tmp_so):
+            os.unlink(tmp_so)
     return path
 
 
