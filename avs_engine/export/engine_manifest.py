@@ -22,15 +22,13 @@ a runner given the ONNX folder looks there (:func:`locate`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import ModelConfig
 from ..errors import BackendError, ConfigError
-from ..io.writers import atomic_target
 from ..spec import STAGE_ORDER
-from .manifest import sha256_file
+from .manifest import ManifestFile, sha256_file
 from .profiles import TRange
 
 FORMAT = "avs-engine-trt/1"
@@ -55,7 +53,7 @@ class EngineEntry:
 
 
 @dataclass
-class EngineManifest:
+class EngineManifest(ManifestFile):
     config: dict[str, Any]
     onnx: dict[str, Any]  # {"dir", "manifest_sha256", "precision", "created"}
     tensorrt: str  # trt.__version__ at build time
@@ -69,19 +67,11 @@ class EngineManifest:
     format: str = FORMAT
     root: Path | None = field(default=None, compare=False)
 
-    @property
-    def path(self) -> Path:
-        return (self.root or Path(".")) / MANIFEST_NAME
+    FILE_NAME: ClassVar[str] = MANIFEST_NAME
 
     @property
     def T(self) -> TRange:
         return TRange.from_list(self.t_range)
-
-    def model_config(self) -> ModelConfig:
-        try:
-            return ModelConfig.from_dict(self.config, source=str(self.path))
-        except ConfigError as e:
-            raise BackendError(str(e)) from None
 
     def engine_path(self, stage: str) -> Path:
         return (self.root or Path(".")) / self.engines[stage].file
@@ -101,17 +91,6 @@ class EngineManifest:
 
     # -- (de)serialisation --------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("root")
-        return {"format": d.pop("format"), **d}
-
-    def write(self, root: str | Path) -> Path:
-        """Write ``root/engines.json`` atomically."""
-        self.root = Path(root)
-        with atomic_target(self.path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return self.path
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], root: Path) -> "EngineManifest":

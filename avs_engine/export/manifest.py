@@ -21,7 +21,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import ModelConfig
 from ..errors import BackendError, ConfigError
@@ -75,8 +75,37 @@ class GraphEntry:
         return [self.onnx, *self.external_data]
 
 
+class ManifestFile:
+    """What the manifests (``manifest.json``, ``engines.json``) share: a dataclass with
+    ``config``, ``format`` and ``root`` fields, stored as ``root/FILE_NAME``."""
+
+    FILE_NAME: ClassVar[str]
+
+    @property
+    def path(self) -> Path:
+        return (self.root or Path(".")) / self.FILE_NAME
+
+    def model_config(self) -> ModelConfig:
+        try:
+            return ModelConfig.from_dict(self.config, source=str(self.path))
+        except ConfigError as e:
+            raise BackendError(str(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("root")
+        return {"format": d.pop("format"), **d}
+
+    def write(self, root: str | Path) -> Path:
+        """Write ``root/FILE_NAME`` atomically."""
+        self.root = Path(root)
+        with atomic_target(self.path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return self.path
+
+
 @dataclass
-class Manifest:
+class Manifest(ManifestFile):
     config: dict[str, Any]
     checkpoint: dict[str, Any]
     opset: int
@@ -87,21 +116,13 @@ class Manifest:
     format: str = FORMAT
     root: Path | None = field(default=None, compare=False)  # the folder it was read from / written to
 
+    FILE_NAME: ClassVar[str] = MANIFEST_NAME
+
     # -- queries -----------------------------------------------------------------------------
 
     @property
     def precisions(self) -> list[str]:
         return [p for p in PRECISIONS if p in self.graphs]
-
-    def model_config(self) -> ModelConfig:
-        try:
-            return ModelConfig.from_dict(self.config, source=str(self.path))
-        except ConfigError as e:
-            raise BackendError(str(e)) from None
-
-    @property
-    def path(self) -> Path:
-        return (self.root or Path(".")) / MANIFEST_NAME
 
     def graph(self, precision: str, stage: str) -> GraphEntry:
         if precision not in self.graphs:
@@ -118,18 +139,6 @@ class Manifest:
         return (self.root or Path(".")) / self.graph(precision, stage).onnx.file
 
     # -- (de)serialisation --------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("root")
-        return {"format": d.pop("format"), **d}
-
-    def write(self, root: str | Path) -> Path:
-        """Write ``root/manifest.json`` (atomically)."""
-        self.root = Path(root)
-        with atomic_target(self.path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return self.path
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], root: Path) -> "Manifest":
