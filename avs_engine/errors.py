@@ -31,3 +31,7 @@ class ShapeError(AvsError):
 
 class BackendError(AvsError):
     """A backend cannot run here (framework missing, no device, bad engine)."""
+
+
+class CudaError(BackendError):
+    """A CUDA driver / NVRTC call failed, or no compiler could build a kernel."""

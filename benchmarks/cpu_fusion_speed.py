@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from avs_engine.kernels.fused_fusion import FusedAVFusionBlock
+from avs_engine.exact.fused_fusion import FusedAVFusionBlock
 from avs_engine.reference.fusion import AVFusionBlock
 
 

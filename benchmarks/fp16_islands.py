@@ -37,10 +37,10 @@ import torch
 
 from avs_engine.export.fp16 import FLOAT32_ISLANDS, convert_fp16
 from avs_engine.export.onnx_export import export_graph
-from avs_engine.export.verify import random_clip, rel_l2, run_reference
+from avs_engine.checks.onnx_parity import random_clip, rel_l2, run_reference
 from avs_engine.export.wrappers import GRAPHS, graph_modules
 from avs_engine.reference import build_model
-from avs_engine.spec import STAGE_ORDER, STAGES
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES
 
 CANDIDATES = {
     "none": (),

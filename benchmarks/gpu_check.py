@@ -19,7 +19,7 @@
 
 Prints one table and writes a JSON file (--json). TF32 is off throughout (FP32 means FP32).
 In --dry-run the "kernel" rows run through the real launchers on the CPU: by default the
-kernels' own CUDA source on the CPU emulator (avs_engine.kernels.emulator; one fiber per
+kernels' own CUDA source on the CPU emulator (devtools.emulator; one fiber per
 CUDA thread), else (--emulate numpy, or no host compiler / CUDA headers) their NumPy
 models (host_emulation). Dry-run timings mean nothing; the run checks the script and the
 kernels' logic, not the GPU.
@@ -43,8 +43,10 @@ try:
     import torch
     import torch.nn.functional as F
 
-    from avs_engine.kernels import host_emulation, launchers, nvrtc, torch_ops
-    from avs_engine.kernels.fused_fusion import FusedAVFusionBlock, TorchAttentionOps
+    from avs_engine.exact import torch_ops
+    from avs_engine.kernels import launchers, nvrtc
+    from devtools import host_emulation
+    from avs_engine.exact.fused_fusion import FusedAVFusionBlock, TorchAttentionOps
     from avs_engine.reference.fusion import AVFusionBlock
 except ImportError as e:  # one clear line, not a traceback
     sys.exit(f"gpu_check: cannot import ({e}); run from the repo with `pip install -e '.[torch]' cuda-python`")
@@ -186,7 +188,7 @@ def stbava_factory(env: Env):
     if not env.dry:
         return launchers.StbavaKernels
     if env.emulate == "source":
-        from avs_engine.kernels import emulator
+        from devtools import emulator
 
         return emulator.EmulatedStbavaKernels
     return host_emulation.HostStbavaKernels
@@ -279,7 +281,7 @@ def relpos_kernel(env: Env):
     if not env.dry:
         return launchers.RelPosAttention()
     if env.emulate == "source":
-        from avs_engine.kernels import emulator
+        from devtools import emulator
 
         return emulator.EmulatedRelPosAttention()
     return host_emulation.HostRelPosAttention()
@@ -561,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     emulate = args.emulate
     if args.dry_run and emulate is None:
-        from avs_engine.kernels import emulator
+        from devtools import emulator
 
         emulate = "numpy" if emulator.unavailable_reason() else "source"
     env = Env(args.dry_run, args.reps or (2 if args.dry_run else 20), 1 if args.dry_run else args.warmup,

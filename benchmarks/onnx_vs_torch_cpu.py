@@ -26,10 +26,10 @@ from avs_engine.backends.onnxruntime_backend import OnnxRuntimeRunner
 from avs_engine.bench.machine import cpu_model
 from avs_engine.backends.torch_backend import TorchRunner
 from avs_engine.export.onnx_export import export_onnx
-from avs_engine.export.verify import mask_iou, random_clip, rel_l2, run_reference
+from avs_engine.checks.onnx_parity import mask_iou, random_clip, rel_l2, run_reference
 from avs_engine.io.postprocess import logits_to_masks
 from avs_engine.reference import build_model
-from avs_engine.spec import STAGE_ORDER, STAGES
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES
 
 
 def timed_pair(fns: dict, runs: int) -> dict[str, tuple[float, float, int]]:

@@ -2,7 +2,7 @@
 
 The base class holds the rules: a runner must be activated before it runs,
 inputs are checked against the stage's declared names and shapes
-(``avs_engine.spec``), outputs are checked too. A backend fills in
+(``avs_engine.artifacts.spec``), outputs are checked too. A backend fills in
 ``activate_impl``, ``run_impl`` and ``deactivate_impl``; nothing touches a
 device before ``activate()``.
 """
@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import BackendError
-from ..spec import STAGES, check_arrays, dims_for
+from ..artifacts.spec import STAGES, check_arrays, dims_for
 
 
 class Runner:

@@ -15,8 +15,8 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import BackendError, ShapeError
-from ..export.manifest import PRECISIONS, read_manifest
-from ..spec import STAGE_ORDER, STAGES, check_arrays, dims_for
+from ..artifacts.graph_manifest import PRECISIONS, read_manifest
+from ..artifacts.spec import STAGE_ORDER, STAGES, check_arrays, dims_for
 from .base import Runner
 
 # Short names accepted for ``providers``.

@@ -2,7 +2,7 @@
 
 Reads ``engines.json`` (never file names) and refuses, with one line saying
 what to rebuild, engines built for another GPU or TensorRT version or a clip
-length outside their profile (:mod:`avs_engine.export.engine_manifest`).
+length outside their profile (:mod:`avs_engine.artifacts.engine_manifest`).
 Then: one execution context per engine, every I/O tensor on a device buffer
 from cuda-python (``set_input_shape`` + ``set_tensor_address``),
 ``execute_async_v3`` on one stream. :meth:`TensorRTRunner.run_clip` chains
@@ -20,9 +20,9 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import BackendError, ShapeError
-from ..export.engine_manifest import EngineManifest, RuntimeInfo, check_clip_length, check_runtime, read_engine_manifest
-from ..export.profiles import HOST_INPUTS, HOST_OUTPUTS, Binding, chain_buffers
-from ..spec import STAGE_ORDER, STAGES, check_arrays, dims_for
+from ..artifacts.engine_manifest import EngineManifest, RuntimeInfo, check_clip_length, check_runtime, read_engine_manifest
+from ..artifacts.profiles import HOST_INPUTS, HOST_OUTPUTS, Binding, chain_buffers
+from ..artifacts.spec import STAGE_ORDER, STAGES, check_arrays, dims_for
 from .base import Runner
 
 FUSED_UNAVAILABLE = (
@@ -72,7 +72,7 @@ class TensorRTRunner(Runner):
     @staticmethod
     def unavailable_reason() -> str | None:
         """Why this backend cannot run here (imports only; no device touched), or None."""
-        from ..export.tensorrt_build import import_tensorrt
+        from ..gpu.tensorrt_api import import_tensorrt
 
         try:
             import_tensorrt()
@@ -87,8 +87,8 @@ class TensorRTRunner(Runner):
     # -- activation --------------------------------------------------------------------------
 
     def activate_impl(self) -> None:
-        from ..export.tensorrt_build import import_tensorrt, make_logger
-        from . import cuda_memory as cm
+        from ..gpu.tensorrt_api import import_tensorrt, make_logger
+        from ..gpu import cuda_memory as cm
 
         if self.fused:
             raise BackendError(FUSED_UNAVAILABLE)
@@ -166,7 +166,7 @@ class TensorRTRunner(Runner):
     def _buffers(self, T: int) -> dict[str, Binding]:
         """Device buffers (and pinned host buffers for the clip's inputs/outputs) large enough for T.
         When one moves, the bindings and any captured graphs are stale: they are redone."""
-        from . import cuda_memory as cm
+        from ..gpu import cuda_memory as cm
 
         plan = chain_buffers(self.config, T, self._dtypes)
         moved = False
@@ -217,7 +217,7 @@ class TensorRTRunner(Runner):
         staged = self._pinned.get(name)
         arr = np.ascontiguousarray(x, dtype=binding.dtype)
         if staged is None:  # a stage input that run_clip keeps on the device: stage it through a pinned buffer too
-            from . import cuda_memory as cm
+            from ..gpu import cuda_memory as cm
 
             staged = self._pinned[name] = cm.PinnedBuffer(binding.nbytes, name)
         staged.ensure(binding.nbytes)
@@ -227,7 +227,7 @@ class TensorRTRunner(Runner):
     def _from_device(self, name: str, binding: Binding) -> np.ndarray:
         staged = self._pinned.get(name)
         if staged is None:
-            from . import cuda_memory as cm
+            from ..gpu import cuda_memory as cm
 
             staged = self._pinned[name] = cm.PinnedBuffer(binding.nbytes, name)
         staged.ensure(binding.nbytes)
@@ -266,7 +266,7 @@ class TensorRTRunner(Runner):
             self._pinned[name].array(plan[name].shape, plan[name].dtype)[...] = x
         if self.cuda_graph:
             if T not in self._graphs:
-                from .cuda_memory import CudaGraph
+                from ..gpu.cuda_memory import CudaGraph
 
                 self._enqueue_clip(plan)  # TensorRT's first enqueue for a shape may set up state: never capture it
                 self._stream.synchronize()

@@ -87,14 +87,14 @@ class TorchRunner(Runner):
                 raise BackendError("no weights given (--weights FILE)")
         self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
         if self.fused:
-            from ..kernels.folded_decoder import fold_decoder_attention
-            from ..kernels.fused_fusion import fuse_stbava
+            from ..exact.folded_decoder import fold_decoder_attention
+            from ..exact.fused_fusion import fuse_stbava
 
             fuse_stbava(self.model)
             fold_decoder_attention(self.model.mask_decoder)
             self.swapped = {"fusion_blocks": len(self.model.layers)}
             if self.device.type == "cuda":
-                from ..kernels.torch_ops import use_cuda_kernels
+                from ..exact.torch_ops import use_cuda_kernels
 
                 self.swapped = use_cuda_kernels(self.model)
         self.config = self.model.config

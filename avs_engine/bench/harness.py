@@ -30,7 +30,7 @@ from ..io.logmel import vggish_examples
 from ..io.postprocess import logits_to_masks, mask_stats
 from ..io.preprocess import prepare_frames
 from ..io.writers import OverlayWriter, write_mask_png
-from ..spec import STAGE_ORDER
+from ..artifacts.spec import STAGE_ORDER
 from .flops import stage_flops
 from .machine import machine_info, now_utc, versions
 from .media import make_bench_video

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io.writers import write_json_atomic
+from ..atomic import write_json_atomic
 from .harness import MODEL_STAGES, STAGES, TOTALS
 from .schema import validate_report
 

@@ -57,7 +57,7 @@ def model_description(runner, weights) -> dict:
     d = {"backend": runner.name, "runner": runner.description, "preset": cfg.name}
     if weights is not None:
         d["weights"] = str(weights)
-        from ..export.manifest import sha256_file
+        from ..artifacts.graph_manifest import sha256_file
 
         d["weights_sha256"] = sha256_file(weights)
     engine_dir = getattr(runner, "engine_dir", None)

@@ -71,7 +71,7 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
 def load_model(config, weights, vggish, allow_missing_fusion, seed):
     """The float32 reference model and a description of its weights for the manifest."""
     from ..backends.torch_backend import TorchRunner
-    from ..export.manifest import sha256_file
+    from ..artifacts.graph_manifest import sha256_file
 
     if seed is not None and weights is not None:
         raise BackendError("give either --weights or --seed, not both")

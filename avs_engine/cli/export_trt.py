@@ -51,7 +51,7 @@ def build_cmd(onnx_dir, out, precision, min_t, opt_t, max_t, workspace_gb, timin
     Engines already built from the same graphs with the same settings are kept
     (--force rebuilds them). Needs TensorRT 10.x or 11.x, cuda-python and a GPU.
     """
-    from ..export.profiles import TRange
+    from ..artifacts.profiles import TRange
 
     try:
         t_range = TRange(min_t, opt_t, max_t).validate()
@@ -110,7 +110,7 @@ def check_cmd(onnx_dir, engine_dir, T, reference, provider, rtol, atol, min_iou,
     import json
 
     try:
-        from ..export.trt_check import parse_tolerances, run_check
+        from ..checks.trt_check import parse_tolerances, run_check
 
         report = run_check(onnx_dir, engine_dir, T=T, reference=reference, provider=provider,
                            rtol=parse_tolerances(rtol, "rtol"), atol=parse_tolerances(atol, "atol"),

@@ -51,7 +51,7 @@ def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, pr
                              precision=precision, cuda_graph=cuda_graph)
         runner.activate()
         if backend == "tensorrt":
-            from ..export.engine_manifest import check_clip_length
+            from ..artifacts.engine_manifest import check_clip_length
 
             # refuse before any decoding; short videos run with T = their length (always <= -T)
             check_clip_length(runner.manifest, clip_seconds)

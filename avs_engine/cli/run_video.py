@@ -8,7 +8,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..io.rundir import VideoOutput
-from ..io.writers import OverlayWriter, write_json_atomic, write_mask_png
+from ..atomic import write_json_atomic
+from ..io.writers import OverlayWriter, write_mask_png
 from ..runtime.pipeline import Pipeline
 
 

@@ -4,7 +4,7 @@ TensorRT 11 builds only strongly typed networks, so precision must live in
 the ONNX file: every float tensor becomes float16 except the ops listed in
 ``FLOAT32_ISLANDS``, which get Cast nodes around them and run in float32.
 Graph inputs and outputs stay float32 (a Cast at entry and exit), so every
-precision has the I/O of :mod:`avs_engine.spec`.
+precision has the I/O of :mod:`avs_engine.artifacts.spec`.
 
 The island list was chosen by measurement (``benchmarks/fp16_islands.py``,
 report in ``benchmarks/fp16_islands.md``): per graph, relative L2 error

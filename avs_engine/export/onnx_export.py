@@ -1,7 +1,7 @@
 """Export the four graphs of DESIGN §2 to ONNX (FP32, FP16) with a manifest.
 
 One entry point, :func:`export_onnx`; ``avs-export onnx`` is a thin shell over it.
-Graph input/output names and symbolic shapes come from :mod:`avs_engine.spec`;
+Graph input/output names and symbolic shapes come from :mod:`avs_engine.artifacts.spec`;
 the clip length ``T`` is dynamic in every graph (traced with ``T = 2`` so that
 nothing specialises to 1). Graphs whose weights pass ``EXTERNAL_DATA_BYTES``
 (ViT-L/H encoders) keep them in a ``.onnx.data`` file next to the graph.
@@ -26,10 +26,10 @@ from torch.export import Dim
 from .. import __version__
 from ..errors import ConfigError
 from ..reference.model import STBAVA
-from ..spec import STAGE_ORDER, STAGES, StageSpec, dims_for
+from ..artifacts.spec import STAGE_ORDER, STAGES, StageSpec, dims_for
 from .fp16 import FLOAT32_ISLANDS, convert_fp16
 from .graph_passes import split_long_reductions
-from .manifest import FileEntry, GraphEntry, Manifest, io_spec
+from ..artifacts.graph_manifest import FileEntry, GraphEntry, Manifest, io_spec
 from .wrappers import graph_modules
 
 DEFAULT_OPSET = 20
@@ -231,7 +231,7 @@ def export_onnx(
     ``checkpoint``: what the weights came from (file names and sha256), for the manifest;
     ``external_data``: None decides per graph by size;
     ``verify``: measure parity against ``model`` on a clip of ``verify_frames`` frames
-    (:func:`avs_engine.export.verify.parity_report`) and store the report in the manifest. ``progress`` receives one line per step.
+    (:func:`avs_engine.checks.onnx_parity.parity_report`) and store the report in the manifest. ``progress`` receives one line per step.
     """
     check_options(precision, opset)
     precisions = PRECISION_CHOICES[precision]
@@ -275,7 +275,7 @@ def export_onnx(
     progress(f"manifest: {manifest.path}")
     report = None
     if verify:
-        from .verify import parity_report
+        from ..checks.onnx_parity import parity_report
 
         progress(f"verifying against PyTorch on ONNX Runtime CPU (T={verify_frames}) ...")
         report = parity_report(model, out, T=verify_frames, fp16_reference=fp16_reference)

@@ -5,7 +5,7 @@ Two layers:
 - **Decisions, plain Python** (tested without TensorRT): which graphs and which
   network/builder flags for a precision and a TensorRT version
   (:func:`plan_build`), the optimisation profile of each graph
-  (:func:`avs_engine.export.profiles.profile_shapes`), which engines can be
+  (:func:`avs_engine.artifacts.profiles.profile_shapes`), which engines can be
   kept from a previous build (:func:`reusable`), parser errors as one line per
   node (:func:`parser_errors`), progress lines (:class:`BuildProgress`).
 - **The calls into TensorRT** (:func:`build_engine`), kept thin and written
@@ -38,13 +38,13 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..errors import BackendError, ConfigError
-from ..io.writers import atomic_target
-from ..spec import STAGE_ORDER, STAGES
-from .engine_manifest import DEFAULT_SUBDIR, EngineEntry, EngineManifest, onnx_identity, read_engine_manifest
-from .manifest import read_manifest, sha256_file
-from .profiles import TRange, profile_shapes
+from ..atomic import atomic_target
+from ..gpu.tensorrt_api import TRT_INSTALL, first_line as _first_line, import_tensorrt, make_logger
+from ..artifacts.spec import STAGE_ORDER, STAGES
+from ..artifacts.engine_manifest import DEFAULT_SUBDIR, EngineEntry, EngineManifest, onnx_identity, read_engine_manifest
+from ..artifacts.graph_manifest import read_manifest, sha256_file
+from ..artifacts.profiles import TRange, profile_shapes
 
-TRT_INSTALL = "pip install tensorrt -- TensorRT 10.x or 11.x, on a machine with an NVIDIA GPU and driver"
 PRECISIONS = ("fp16", "fp32", "fp16-weak")
 MIN_MAJOR, MAX_MAJOR = 10, 11
 DEFAULT_WORKSPACE_GB = 8.0
@@ -58,19 +58,6 @@ Progress = Callable[[str], None]
 
 
 # -- TensorRT itself ---------------------------------------------------------------------------------
-
-
-def import_tensorrt():
-    """``import tensorrt``, or one :class:`BackendError` line naming the install."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        if (e.name or "tensorrt").startswith("tensorrt") and "lib" not in str(e):
-            raise BackendError(f"TensorRT is not installed here ({TRT_INSTALL})") from None
-        raise BackendError(f"TensorRT is installed but cannot load ({_first_line(e)}); reinstall it: {TRT_INSTALL}") from None
-    except OSError as e:  # a shared library of TensorRT's missing
-        raise BackendError(f"TensorRT is installed but cannot load ({_first_line(e)}); reinstall it: {TRT_INSTALL}") from None
-    return trt
 
 
 def parse_version(version: str) -> tuple[int, ...]:
@@ -254,27 +241,6 @@ class Heartbeat:
 # -- the calls into TensorRT ---------------------------------------------------------------------------
 
 
-def make_logger(trt, verbose: bool = False, stream=None):
-    """A ``trt.ILogger`` that prints warnings and errors (everything with ``verbose``) and keeps
-    the errors, so that a failed build can say why in one line."""
-
-    out = stream or sys.stderr
-    limit = trt.ILogger.Severity.VERBOSE if verbose else trt.ILogger.Severity.WARNING
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg) -> None:
-            if int(severity) <= int(trt.ILogger.Severity.ERROR):
-                self.errors.append(str(msg))
-            if int(severity) <= int(limit):
-                print(f"[TensorRT] {msg}", file=out)
-
-    return _Logger()
-
-
 def make_progress_monitor(trt, progress: BuildProgress):
     """A ``trt.IProgressMonitor`` forwarding to ``progress``; None where the bindings lack it."""
     base = getattr(trt, "IProgressMonitor", None)
@@ -425,7 +391,7 @@ def build_engines(
     trt = trt or import_tensorrt()
     plan = plan_build(precision, trt.__version__, onnx.precisions, onnx_dir)
     if gpu is None:
-        from ..backends import cuda_memory
+        from ..gpu import cuda_memory
 
         cuda_memory.use_device(device)
         gpu = cuda_memory.device_info(device)
@@ -494,12 +460,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def _first_line(x: Any) -> str:
-    s = str(x).strip()
-    return s.splitlines()[0] if s else type(x).__name__
-
-
 __all__ = [
-    "BuildPlan", "BuildProgress", "PRECISIONS", "TRT_INSTALL", "build_engine", "build_engines", "import_tensorrt",
+    "BuildPlan", "BuildProgress", "PRECISIONS", "build_engine", "build_engines",
     "parse_version", "parser_errors", "plan_build", "reusable",
 ]

@@ -9,15 +9,15 @@ returns a copy that shares every parameter with the model but has
   permute + ``F.layer_norm`` + permute, so it exports as one
   ``LayerNormalization`` node instead of ReduceMean/Pow/Sqrt (whose ``x**2``
   overflows in float16 once ``|x| > 256``);
-* every ST-BAVA block swapped for :class:`~avs_engine.kernels.fused_fusion.FusedAVFusionBlock`
+* every ST-BAVA block swapped for :class:`~avs_engine.exact.fused_fusion.FusedAVFusionBlock`
   and every attention of SAM's two-way transformer for
-  :class:`~avs_engine.kernels.folded_decoder.FoldedAttention`: the same functions
+  :class:`~avs_engine.exact.folded_decoder.FoldedAttention`: the same functions
   with the redundant work removed (DESIGN §4), tested equal to the reference to
   float32 rounding. Measured on ONNX Runtime CPU (vit_b, T=5, 2 threads):
   fusion graph 1.69 s -> 0.95-0.99 s, mask decoder 0.20 s -> 0.16 s, FP32 error
   against a float64 reference unchanged (``benchmarks/onnx_cpu.md``);
 * the image encoder's windowed (and small-grid global) attention swapped for
-  :class:`~avs_engine.kernels.relpos_matmul.RelPosMatmulAttention`: the
+  :class:`~avs_engine.exact.relpos_matmul.RelPosMatmulAttention`: the
   relative-position bias inside the score matmul instead of two broadcast adds.
 
 The random-Fourier positional encoding (``STBAVA.dense_pe``) depends on no
@@ -41,9 +41,9 @@ from segment_anything.modeling.image_encoder import Attention as EncoderAttentio
 from segment_anything.modeling.transformer import Attention
 from torch import nn
 
-from ..kernels.folded_decoder import FoldedAttention
-from ..kernels.fused_fusion import FusedAVFusionBlock
-from ..kernels.relpos_matmul import RelPosMatmulAttention
+from ..exact.folded_decoder import FoldedAttention
+from ..exact.fused_fusion import FusedAVFusionBlock
+from ..exact.relpos_matmul import RelPosMatmulAttention
 from ..reference.fusion import AVFusionBlock
 from ..reference.model import STBAVA
 
@@ -117,7 +117,7 @@ def export_copy(model: STBAVA) -> STBAVA:
     return swap_modules(model, replace).eval()
 
 
-# -- one wrapper per graph; inputs and outputs in the order of avs_engine.spec ------------------
+# -- one wrapper per graph; inputs and outputs in the order of avs_engine.artifacts.spec ------------------
 
 
 class _Graph(nn.Module):

@@ -13,7 +13,6 @@ video's length.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from fractions import Fraction
@@ -23,23 +22,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from avs_engine.errors import MediaError, ShapeError
-
-# --------------------------------------------------------------------------- atomic files
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
+from ..atomic import atomic_target
+from ..errors import MediaError, ShapeError
 
 def write_mask_png(path, mask: np.ndarray) -> Path:
     """Write a binary mask as an 8-bit greyscale PNG (0 = off, 255 = on).
@@ -57,26 +41,6 @@ def write_mask_png(path, mask: np.ndarray) -> Path:
     img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
     with atomic_target(path) as tmp:
         img.save(tmp, format="PNG")  # format given: the temporary name has no .png suffix
-    return path
-
-
-def _json_default(obj):
-    # numpy scalars/arrays and paths appear in result dicts; everything else is an error.
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def write_json_atomic(path, obj, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON (numpy scalars/arrays and paths converted); returns ``path``."""
-    path = Path(path)
-    text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
-    with atomic_target(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
     return path
 
 

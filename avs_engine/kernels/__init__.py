@@ -1,17 +1,16 @@
-"""Fused ST-BAVA fusion and SAM global attention (DESIGN §4).
+"""Fused CUDA kernels (no Triton): sources, compilation and launchers. No torch.
 
-Submodules, each imported on its own so that nothing heavy loads by accident:
-
-- ``fused_fusion``: the exact-algebra ST-BAVA block in PyTorch and the
-  ``fuse_stbava(model)`` module-swap pass (any device, any float dtype).
+- ``csrc/``: CUDA C++ over plain parameter structs: the ST-BAVA temporal and
+  spatial attention reductions, and a flash-attention kernel with SAM's
+  decomposed relative-position bias added on the fly.
 - ``nvrtc``: CUDA C++ -> CUBIN for the running GPU (NVRTC via cuda-python,
-  nvcc as a fallback), with an on-disk cache. No torch.
+  nvcc as a fallback), with an on-disk cache.
 - ``launchers``: plain parameter structs (ctypes) and one validating launcher
-  per kernel, on raw device pointers and a caller-supplied stream. No torch.
+  per kernel, on raw device pointers and a caller-supplied stream.
 - ``reference_math``: NumPy models of each kernel's tiling and online-softmax
   maths (CPU checks).
-- ``torch_ops``: torch glue (``data_ptr`` + current stream) and the
-  ``use_cuda_kernels(model)`` pass.
 
-``import avs_engine.kernels`` imports none of them.
+The PyTorch side (the exact-algebra forms these kernels implement, and the
+pass that installs them in a model) is ``avs_engine.exact``. ``import
+avs_engine.kernels`` imports none of the submodules.
 """

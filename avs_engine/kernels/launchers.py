@@ -17,7 +17,8 @@ from ctypes import c_float, c_int, c_longlong, c_void_p
 from dataclasses import dataclass
 
 from ..errors import ShapeError
-from .nvrtc import CudaError, KernelSource, cuda_call, load_module
+from ..errors import CudaError
+from .nvrtc import KernelSource, cuda_call, load_module
 
 DTYPE_SUFFIX = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}

@@ -21,15 +21,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BackendError
+from ..errors import BackendError, CudaError
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("temporal_attention.cu", "spatial_attention.cu", "relpos_flash_attention.cu")
 BASE_OPTIONS = ("-std=c++17", "-O3")  # nvcc spelling; NVRTC optimises by default
-
-
-class CudaError(BackendError):
-    """A CUDA driver / NVRTC call failed, or no compiler could build a kernel."""
 
 
 def cuda_call(result, what: str = "CUDA call"):

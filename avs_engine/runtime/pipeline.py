@@ -23,7 +23,7 @@ from ..io.frames import n_seconds
 from ..io.postprocess import logits_to_masks, mask_stats
 from ..io.preprocess import prepare_frames
 from ..io.probe import probe
-from ..spec import STAGE_ORDER
+from ..artifacts.spec import STAGE_ORDER
 from .timing import StageTimer
 
 

@@ -11,8 +11,8 @@ import pytest
 import avs_engine
 from avs_engine.backends import available_backends, create_runner
 from avs_engine.errors import BackendError, ShapeError
-from avs_engine.export.verify import random_clip, rel_l2
-from avs_engine.spec import STAGE_ORDER
+from avs_engine.checks.onnx_parity import random_clip, rel_l2
+from avs_engine.artifacts.spec import STAGE_ORDER
 from tests.export import helpers
 
 REPO = Path(avs_engine.__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_engine_path_imports_no_torch(tiny_engine):
         f"""
         import sys
         import numpy as np
-        import avs_engine.spec
+        import avs_engine.artifacts.spec
         from avs_engine.backends import create_runner
         from avs_engine.backends.onnxruntime_backend import OnnxRuntimeRunner
         r = OnnxRuntimeRunner({str(tiny_engine)!r}, precision="fp16").activate()

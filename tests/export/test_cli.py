@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from avs_engine.cli.export import main
-from avs_engine.export.manifest import read_manifest
+from avs_engine.artifacts.graph_manifest import read_manifest
 from tests.export import helpers
 
 def invoke(*args):

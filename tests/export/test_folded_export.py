@@ -15,11 +15,11 @@ import torch
 
 from avs_engine.config import from_name
 from avs_engine.export.onnx_export import export_graph
-from avs_engine.export.verify import FP32_LIMIT, rel_l2
+from avs_engine.checks.onnx_parity import FP32_LIMIT, rel_l2
 from avs_engine.export.wrappers import export_copy, graph_modules
-from avs_engine.kernels.folded_decoder import FoldedAttention
+from avs_engine.exact.folded_decoder import FoldedAttention
 from avs_engine.reference import build_model
-from avs_engine.spec import STAGES, dims_for
+from avs_engine.artifacts.spec import STAGES, dims_for
 
 
 @pytest.fixture(scope="module")

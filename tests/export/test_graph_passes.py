@@ -7,7 +7,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from avs_engine.export.graph_passes import split_long_reductions
-from avs_engine.export.verify import rel_l2
+from avs_engine.checks.onnx_parity import rel_l2
 
 
 def mean_graph(n: int, axis: int = 1) -> ir.Model:

@@ -9,8 +9,8 @@ import pytest
 from avs_engine.backends.onnxruntime_backend import OnnxRuntimeRunner
 from avs_engine.config import from_name
 from avs_engine.errors import BackendError
-from avs_engine.export.manifest import FORMAT, MANIFEST_NAME, FileEntry, io_spec, read_manifest, sha256_file
-from avs_engine.spec import STAGE_ORDER, STAGES
+from avs_engine.artifacts.graph_manifest import FORMAT, MANIFEST_NAME, FileEntry, io_spec, read_manifest, sha256_file
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES
 from tests.export.helpers import copy_engine
 
 

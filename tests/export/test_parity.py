@@ -11,9 +11,9 @@ import pytest
 
 from avs_engine.backends.onnxruntime_backend import OnnxRuntimeRunner
 from avs_engine.export.fp16 import FLOAT32_ISLANDS
-from avs_engine.export.manifest import read_manifest
-from avs_engine.export.verify import FP16_FACTOR, FP32_LIMIT, fp16_model, rel_l2, run_reference
-from avs_engine.spec import STAGE_ORDER, STAGES, dims_for
+from avs_engine.artifacts.graph_manifest import read_manifest
+from avs_engine.checks.onnx_parity import FP16_FACTOR, FP32_LIMIT, fp16_model, rel_l2, run_reference
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES, dims_for
 
 
 def stage_inputs(config, stage, T, rng, scale=1.0):

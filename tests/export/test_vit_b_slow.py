@@ -6,7 +6,7 @@ import pytest
 
 @pytest.mark.slow
 def test_vit_b_export_and_parity(tmp_path):
-    from avs_engine.export.manifest import read_manifest
+    from avs_engine.artifacts.graph_manifest import read_manifest
     from avs_engine.export.onnx_export import export_onnx
     from avs_engine.reference import build_model
 

@@ -7,7 +7,7 @@ from segment_anything.modeling.common import LayerNorm2d
 
 from avs_engine.export.onnx_export import dynamic_shapes, example_inputs
 from avs_engine.export.wrappers import GRAPHS, ChannelLayerNorm, export_copy, graph_modules
-from avs_engine.spec import STAGES
+from avs_engine.artifacts.spec import STAGES
 
 
 def test_export_copy_swaps_layernorm2d_and_shares_weights(tiny_model):

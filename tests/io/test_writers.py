@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from avs_engine.errors import MediaError, ShapeError
-from avs_engine.io.writers import OverlayWriter, write_json_atomic, write_mask_png
+from avs_engine.atomic import write_json_atomic
+from avs_engine.io.writers import OverlayWriter, write_mask_png
 from tests.media_factory import (
     center_color,
     make_garbage_file,

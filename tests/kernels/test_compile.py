@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from avs_engine.kernels import ptxas
+from devtools import ptxas
 from avs_engine.kernels.launchers import PARAM_STRUCTS
 from avs_engine.kernels.nvrtc import CSRC, SOURCES, KernelSource, nvcc_path
 
@@ -42,7 +42,7 @@ def test_largest_T_compiles_without_spills():
 def test_committed_report_is_current():
     text = ptxas.REPORT.read_text()
     assert f"sources digest: {ptxas.sources_digest()}" in text, (
-        "csrc/ changed: regenerate with `python -m avs_engine.kernels.ptxas`")
+        "csrc/ changed: regenerate with `python -m devtools.ptxas`")
     rows = [line.split() for line in text.splitlines() if line.endswith(tuple("0123456789")) and ".cu" in line]
     assert rows and all(int(r[-1]) == 0 and int(r[-2]) == 0 for r in rows)  # no spills recorded
 
@@ -131,6 +131,6 @@ def test_launch_path_imports_no_torch():
     import sys
 
     code = ("import sys, avs_engine.kernels.nvrtc, avs_engine.kernels.launchers, avs_engine.kernels.reference_math, "
-            "avs_engine.kernels.host_emulation, avs_engine.kernels.ptxas; "
+            "devtools.host_emulation, devtools.ptxas; "
             "bad = [m for m in ('torch', 'cuda.bindings.driver') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=CSRC.parents[2])

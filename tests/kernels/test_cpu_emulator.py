@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from avs_engine.kernels import emulator
+from devtools import emulator
 from avs_engine.kernels.launchers import DeviceArray, TemporalAudioCombineParams
-from avs_engine.kernels.nvrtc import CudaError
-from avs_engine.kernels.torch_ops import CudaAttentionOps, CudaFusedAVFusionBlock, CudaRelPosAttention
+from avs_engine.errors import CudaError
+from avs_engine.exact.torch_ops import CudaAttentionOps, CudaFusedAVFusionBlock, CudaRelPosAttention
 
 from .test_fused_fusion import inputs, make_block, rel_l2
 from .test_torch_glue import KERNELS, sam_attention

@@ -6,7 +6,7 @@ import pytest
 import torch
 from segment_anything.modeling.transformer import Attention
 
-from avs_engine.kernels.folded_decoder import FoldedAttention, fold_decoder_attention
+from avs_engine.exact.folded_decoder import FoldedAttention, fold_decoder_attention
 from avs_engine.reference import build_model
 from avs_engine.reference.mask_decoder import decode_frames
 

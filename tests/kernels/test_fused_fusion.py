@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from avs_engine.kernels.fused_fusion import FusedAVFusionBlock, fuse_stbava
+from avs_engine.exact.fused_fusion import FusedAVFusionBlock, fuse_stbava
 from avs_engine.reference.fusion import AVFusionBlock
 
 

@@ -23,8 +23,9 @@ def _gpu_reason():
 if _gpu_reason():
     pytest.skip(_gpu_reason(), allow_module_level=True)
 
-from avs_engine.kernels import launchers, torch_ops  # noqa: E402
-from avs_engine.kernels.fused_fusion import FusedAVFusionBlock, TorchAttentionOps  # noqa: E402
+from avs_engine.exact import torch_ops  # noqa: E402
+from avs_engine.kernels import launchers  # noqa: E402
+from avs_engine.exact.fused_fusion import FusedAVFusionBlock, TorchAttentionOps  # noqa: E402
 
 from .test_fused_fusion import inputs, make_block, rel_l2  # noqa: E402
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from segment_anything.modeling.image_encoder import Attention
 
-from avs_engine.kernels.relpos_matmul import MAX_FOLDED_COORDS, RelPosMatmulAttention
+from avs_engine.exact.relpos_matmul import MAX_FOLDED_COORDS, RelPosMatmulAttention
 
 
 def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from avs_engine.errors import ShapeError
-from avs_engine.kernels.host_emulation import HostRelPosAttention, HostStbavaKernels
+from devtools.host_emulation import HostRelPosAttention, HostStbavaKernels
 from avs_engine.kernels.launchers import DeviceArray
-from avs_engine.kernels.torch_ops import (
+from avs_engine.exact.torch_ops import (
     CudaAttentionOps,
     CudaFusedAVFusionBlock,
     CudaRelPosAttention,

@@ -1,12 +1,12 @@
 """Shapes through every stage of the reference model (preset ``tiny``), checked
-against the single stage declaration in ``avs_engine.spec``."""
+against the single stage declaration in ``avs_engine.artifacts.spec``."""
 
 import pytest
 import torch
 
 from avs_engine.config import from_name
 from avs_engine.reference import build_model
-from avs_engine.spec import AUDIO, FUSION, IMAGE_ENCODER, MASK_DECODER, check_arrays, dims_for
+from avs_engine.artifacts.spec import AUDIO, FUSION, IMAGE_ENCODER, MASK_DECODER, check_arrays, dims_for
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def no_tensorrt(monkeypatch):
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """cuda_memory reports one H100 without touching CUDA (there is no driver here)."""
-    from avs_engine.backends import cuda_memory
+    from avs_engine.gpu import cuda_memory
 
     monkeypatch.setattr(cuda_memory, "use_device", lambda device: None)
     monkeypatch.setattr(cuda_memory, "device_info", lambda device=0: ("NVIDIA H100 80GB HBM3", "9.0"))

@@ -338,7 +338,7 @@ def _add_runtime(trt) -> None:
 
 
 class HostMemory:
-    """Stand-ins for avs_engine.backends.cuda_memory on host memory: "device" buffers are host
+    """Stand-ins for avs_engine.gpu.cuda_memory on host memory: "device" buffers are host
     allocations, copies are memmoves, a CUDA graph replays its enqueue function."""
 
     def __init__(self):
@@ -409,7 +409,7 @@ class HostMemory:
         self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.CudaGraph = DeviceBuffer, PinnedBuffer, Stream, CudaGraph
 
     def install(self, monkeypatch, gpu=("NVIDIA H100 80GB HBM3", "9.0")):
-        from avs_engine.backends import cuda_memory as cm
+        from avs_engine.gpu import cuda_memory as cm
 
         for name in ("DeviceBuffer", "PinnedBuffer", "Stream", "CudaGraph"):
             monkeypatch.setattr(cm, name, getattr(self, name))

@@ -1,5 +1,5 @@
 """A small, fast stand-in for an ``avs-export onnx`` folder: four hand-built ONNX graphs with the
-I/O of :mod:`avs_engine.spec` for the tiny preset (T dynamic) and a real ``manifest.json``.
+I/O of :mod:`avs_engine.artifacts.spec` for the tiny preset (T dynamic) and a real ``manifest.json``.
 
 Made with ``onnx.helper`` in well under a second (the real exporter takes ~25 s on 2 cores), so
 the check and build paths can be tested here on every run. The maths is arbitrary (matmuls, a
@@ -17,8 +17,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from avs_engine.config import from_name
-from avs_engine.export.manifest import FileEntry, GraphEntry, Manifest, io_spec
-from avs_engine.spec import STAGE_ORDER, STAGES, dims_for
+from avs_engine.artifacts.graph_manifest import FileEntry, GraphEntry, Manifest, io_spec
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES, dims_for
 
 OPSET = 18
 

@@ -17,10 +17,10 @@ import pytest
 import avs_engine
 from avs_engine.backends import available_backends, create_runner
 from avs_engine.errors import BackendError, ShapeError
-from avs_engine.export.profiles import TRange
+from avs_engine.artifacts.profiles import TRange
 from avs_engine.export.tensorrt_build import build_engines
-from avs_engine.export.trt_check import random_clip
-from avs_engine.spec import STAGE_ORDER
+from avs_engine.checks.trt_check import random_clip
+from avs_engine.artifacts.spec import STAGE_ORDER
 from tests.trt.fake_tensorrt import HostMemory, make_fake_tensorrt
 
 REPO = Path(avs_engine.__file__).resolve().parents[1]
@@ -52,8 +52,8 @@ def refusal(engine_dir, **kw):
 def test_import_is_torch_free():
     code = (
         "import sys\n"
-        "import avs_engine.backends.tensorrt_backend, avs_engine.backends.cuda_memory\n"
-        "import avs_engine.export.engine_manifest, avs_engine.export.profiles, avs_engine.export.tensorrt_build\n"
+        "import avs_engine.backends.tensorrt_backend, avs_engine.gpu.cuda_memory\n"
+        "import avs_engine.artifacts.engine_manifest, avs_engine.artifacts.profiles, avs_engine.export.tensorrt_build\n"
         "from avs_engine.backends import available_backends\n"
         "available_backends()\n"
         "bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'onnx', 'polygraphy') if m in sys.modules]\n"
@@ -69,7 +69,7 @@ def test_no_tensorrt(engines, no_tensorrt):
 
 
 def test_no_gpu_here(engines, fake_trt):
-    from avs_engine.backends import cuda_memory
+    from avs_engine.gpu import cuda_memory
 
     try:
         n = cuda_memory.device_count()
@@ -84,7 +84,7 @@ def test_no_gpu_reported_by_cuda(engines, fake_trt, monkeypatch):
     """The same refusal whatever the machine: cuda-python answering 'no device'."""
     from cuda.bindings import runtime as rt
 
-    from avs_engine.backends import cuda_memory
+    from avs_engine.gpu import cuda_memory
 
     class NoDevice:
         def __getattr__(self, name):

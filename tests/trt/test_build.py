@@ -7,11 +7,11 @@ not prove the real TensorRT API behaves as documented -- the ``trt`` group does 
 import pytest
 
 from avs_engine.errors import BackendError, ConfigError
-from avs_engine.export.profiles import TRange
+from avs_engine.artifacts.profiles import TRange
 from avs_engine.export.tensorrt_build import (
     ISLAND_LAYER_TYPES, BuildProgress, Heartbeat, build_engines, parse_version, plan_build,
 )
-from avs_engine.spec import STAGE_ORDER, STAGES
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES
 from tests.trt.fake_tensorrt import make_fake_tensorrt
 
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from avs_engine.errors import BackendError, ConfigError
-from avs_engine.export.engine_manifest import EngineManifest
+from avs_engine.artifacts.engine_manifest import EngineManifest
 from avs_engine.export.tensorrt_build import build_engines
-from avs_engine.export.trt_check import TOLERANCES, parse_tolerances, run_check, tolerances_for
+from avs_engine.checks.trt_check import TOLERANCES, parse_tolerances, run_check, tolerances_for
 from tests.trt import graphs
 from tests.trt.fake_tensorrt import HostMemory, make_fake_tensorrt
 

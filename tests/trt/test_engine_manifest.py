@@ -6,13 +6,13 @@ import shutil
 import pytest
 
 from avs_engine.errors import BackendError
-from avs_engine.export.engine_manifest import (
+from avs_engine.artifacts.engine_manifest import (
     FORMAT, MANIFEST_NAME, RuntimeInfo, check_clip_length, check_runtime, locate, read_engine_manifest, stale_engines,
 )
-from avs_engine.export.manifest import read_manifest
-from avs_engine.export.profiles import TRange
+from avs_engine.artifacts.graph_manifest import read_manifest
+from avs_engine.artifacts.profiles import TRange
 from avs_engine.export.tensorrt_build import build_engines
-from avs_engine.spec import STAGE_ORDER
+from avs_engine.artifacts.spec import STAGE_ORDER
 from tests.trt.fake_tensorrt import make_fake_tensorrt
 
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")

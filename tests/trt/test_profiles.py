@@ -5,8 +5,8 @@ import pytest
 
 from avs_engine.config import from_name
 from avs_engine.errors import BackendError, ConfigError
-from avs_engine.export.profiles import MAX_T, TRange, binding_sizes, chain_buffers, profile_shapes, symbol_ranges
-from avs_engine.spec import STAGE_ORDER, STAGES
+from avs_engine.artifacts.profiles import MAX_T, TRange, binding_sizes, chain_buffers, profile_shapes, symbol_ranges
+from avs_engine.artifacts.spec import STAGE_ORDER, STAGES
 
 TINY, VIT_H = from_name("tiny"), from_name("vit_h")
 

@@ -18,8 +18,8 @@ from avs_engine.errors import BackendError
 
 
 def _why_not() -> str | None:
-    from avs_engine.backends import cuda_memory
-    from avs_engine.export.tensorrt_build import import_tensorrt
+    from avs_engine.gpu import cuda_memory
+    from avs_engine.gpu.tensorrt_api import import_tensorrt
 
     try:
         import_tensorrt()
@@ -42,7 +42,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp16_engines(tiny_onnx, tmp_path_factory):
-    from avs_engine.export.profiles import TRange
+    from avs_engine.artifacts.profiles import TRange
     from avs_engine.export.tensorrt_build import build_engines
 
     out = tmp_path_factory.mktemp("trt") / "fp16"
@@ -54,15 +54,15 @@ def fp16_engines(tiny_onnx, tmp_path_factory):
 
 
 def _clip(config, T, seed=0):
-    from avs_engine.export.trt_check import random_clip
+    from avs_engine.checks.trt_check import random_clip
 
     return random_clip(config, T, seed)
 
 
 def test_engines_run_like_onnx_runtime(fp16_engines, tiny_onnx):
     from avs_engine.backends import create_runner
-    from avs_engine.export.trt_check import mask_iou, rel_l2
-    from avs_engine.spec import STAGE_ORDER
+    from avs_engine.checks.trt_check import mask_iou, rel_l2
+    from avs_engine.artifacts.spec import STAGE_ORDER
 
     with create_runner("tensorrt", engine_dir=fp16_engines) as trt_runner, \
             create_runner("onnxruntime", engine_dir=tiny_onnx, precision="fp32") as ort_runner:
@@ -98,7 +98,7 @@ def test_cuda_graph_replays_the_same(fp16_engines):
 
 
 def test_check_passes(fp16_engines):
-    from avs_engine.export.trt_check import run_check
+    from avs_engine.checks.trt_check import run_check
 
     r = run_check(engine_dir=fp16_engines)
     assert r.complete, r.skipped
@@ -120,7 +120,8 @@ def test_cli_build_and_check(tiny_onnx, tmp_path):
 
 
 def test_weak_fp16_route_by_version(tiny_onnx, tmp_path):
-    from avs_engine.export.tensorrt_build import build_engines, import_tensorrt, parse_version
+    from avs_engine.export.tensorrt_build import build_engines, parse_version
+    from avs_engine.gpu.tensorrt_api import import_tensorrt
 
     trt = import_tensorrt()
     if parse_version(trt.__version__)[0] >= 11:
@@ -129,7 +130,7 @@ def test_weak_fp16_route_by_version(tiny_onnx, tmp_path):
     else:
         m = build_engines(tiny_onnx, tmp_path / "weak", precision="fp16-weak", workspace_gb=2)
         assert m.route == "weakly-typed-fp16"
-        from avs_engine.export.trt_check import run_check
+        from avs_engine.checks.trt_check import run_check
 
         r = run_check(engine_dir=tmp_path / "weak", T=2)
         assert r.ok, "\n".join(r.lines())

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .fused_fusion import FusedAVFusionBlock, TorchAttentionOps
-from .launchers import DeviceArray, RelPosAttention, StbavaKernels
+from ..kernels.launchers import DeviceArray, RelPosAttention, StbavaKernels
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 

@@ -26,8 +26,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..launchers import RelPosAttention, StbavaKernels
-from ..nvrtc import CSRC, CudaError, KernelSource, cache_dir, cuda_include_dir, nvcc_path
+from avs_engine.kernels.launchers import RelPosAttention, StbavaKernels
+from avs_engine.errors import CudaError
+from avs_engine.kernels.nvrtc import CSRC, KernelSource, cache_dir, cuda_include_dir, nvcc_path
 
 HEADER = Path(__file__).parent / "cuda_host.h"
 # A kernel entry after preprocessing: extern "C" void NAME(const ParamsType p)

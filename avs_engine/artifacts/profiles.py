@@ -1,4 +1,4 @@
-"""Optimisation-profile shapes and device-buffer sizes, from :mod:`avs_engine.spec` and T.
+"""Optimisation-profile shapes and device-buffer sizes, from :mod:`avs_engine.artifacts.spec` and T.
 
 Pure Python (no TensorRT, no CUDA): the engine builder turns
 :func:`profile_shapes` into ``IOptimizationProfile.set_shape`` calls, the
@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import BackendError, ConfigError
-from ..spec import STAGE_ORDER, STAGES, StageSpec, dims_for
+from .spec import STAGE_ORDER, STAGES, StageSpec, dims_for
 
 # The ONNX exporter declares T in 1..64 (torch.export.Dim("T", max=64) in onnx_export.MAX_T).
 MAX_T = 64

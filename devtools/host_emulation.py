@@ -15,8 +15,8 @@ import ctypes
 
 import numpy as np
 
-from . import reference_math as rm
-from .launchers import RelPosAttention, StbavaKernels
+from avs_engine.kernels import reference_math as rm
+from avs_engine.kernels.launchers import RelPosAttention, StbavaKernels
 
 _ITEM = {"f32": 4, "f16": 2, "bf16": 2}
 _NP = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}

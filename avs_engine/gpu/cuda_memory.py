@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BackendError
-from ..kernels.nvrtc import CudaError
+from ..errors import CudaError
 
 CUDA_INSTALL = "pip install cuda-python"
 

@@ -24,10 +24,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import BackendError, ConfigError
-from ..spec import STAGE_ORDER, STAGES, dims_for
+from ..artifacts.spec import STAGE_ORDER, STAGES, dims_for
 from .compare import mask_iou, random_clip, rel_l2  # noqa: F401 (random_clip re-exported)
-from .engine_manifest import EngineManifest, read_engine_manifest
-from .manifest import Manifest, read_manifest
+from ..artifacts.engine_manifest import EngineManifest, read_engine_manifest
+from ..artifacts.graph_manifest import Manifest, read_manifest
 
 Progress = Callable[[str], None]
 
@@ -182,9 +182,9 @@ class TensorRTSide:
 
     def unavailable(self, engines: EngineManifest, T: int) -> str | None:
         """Why the engines cannot run here (TensorRT, GPU, version/GPU/T mismatch), or None."""
-        from ..backends import cuda_memory as cm
-        from .engine_manifest import RuntimeInfo, check_runtime
-        from .tensorrt_build import import_tensorrt
+        from ..gpu import cuda_memory as cm
+        from ..artifacts.engine_manifest import RuntimeInfo, check_runtime
+        from ..gpu.tensorrt_api import import_tensorrt
 
         try:
             trt = import_tensorrt()

@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_map
 
 from ..io.postprocess import logits_to_masks
 from .compare import mask_iou, random_clip, rel_l2  # noqa: F401 (re-exported)
-from ..spec import STAGE_ORDER, STAGES
+from ..artifacts.spec import STAGE_ORDER, STAGES
 
 FP32_LIMIT = 1e-5
 FP16_FACTOR = 2.0
@@ -226,7 +226,7 @@ def parity_report(
     import onnxruntime
 
     from ..backends.onnxruntime_backend import OnnxRuntimeRunner
-    from .manifest import read_manifest
+    from ..artifacts.graph_manifest import read_manifest
 
     manifest = read_manifest(engine_dir)
     precisions = precisions or manifest.precisions

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import ShapeError
+from ..errors import ShapeError
 
 Dim = int | str
 

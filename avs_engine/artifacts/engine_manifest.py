@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendError, ConfigError
-from ..spec import STAGE_ORDER
-from .manifest import ManifestFile, sha256_file
+from .spec import STAGE_ORDER
+from .graph_manifest import ManifestFile, sha256_file
 from .profiles import TRange
 
 FORMAT = "avs-engine-trt/1"
@@ -234,7 +234,7 @@ def check_clip_length(m: EngineManifest, T: int) -> None:
 
 def onnx_identity(onnx_dir: Path) -> dict[str, Any]:
     """The ONNX folder's identity as recorded in ``engines.json``: its path and manifest hash."""
-    from .manifest import MANIFEST_NAME as ONNX_MANIFEST
+    from .graph_manifest import MANIFEST_NAME as ONNX_MANIFEST
 
     return {"dir": str(onnx_dir), "manifest_sha256": sha256_file(Path(onnx_dir) / ONNX_MANIFEST)}
 

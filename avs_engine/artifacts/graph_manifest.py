@@ -2,7 +2,7 @@
 
 The manifest sits next to the graphs and records the model config, the
 checkpoint's hash, every graph file (and its external-data files) with its
-sha256, each graph's inputs/outputs from :mod:`avs_engine.spec`, precision,
+sha256, each graph's inputs/outputs from :mod:`avs_engine.artifacts.spec`, precision,
 opset and tool versions. Runtimes read graphs only through it.
 
 No torch and no onnx here: the ONNX Runtime backend imports this module.
@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 from ..config import ModelConfig
 from ..errors import BackendError, ConfigError
-from ..io.writers import atomic_target
-from ..spec import STAGE_ORDER, STAGES, StageSpec
+from ..atomic import atomic_target
+from .spec import STAGE_ORDER, STAGES, StageSpec
 
 FORMAT = "avs-engine-onnx/1"
 MANIFEST_NAME = "manifest.json"
@@ -178,7 +178,7 @@ def read_manifest(root: str | Path, *, check_files: bool = True, check_hashes: b
 
     Checks, each failing with one :class:`BackendError` line: the folder and
     manifest exist, the format version is this one, every graph is listed for
-    every stage with the I/O of :mod:`avs_engine.spec`, every listed file
+    every stage with the I/O of :mod:`avs_engine.artifacts.spec`, every listed file
     exists with the recorded size and (``check_hashes``) sha256.
     """
     root = Path(root)
