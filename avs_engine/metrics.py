@@ -1,4 +1,4 @@
-"""AVSBench's metrics, exactly as its evaluation code defines them (DESIGN §6).
+"""AVSBench's metrics, exactly as its evaluation code defines them (docs/metrics.md).
 
 Numpy only, so any backend's logits can be scored. Everything is computed at
 the resolution the masks are given in (AVSBench: 224x224).

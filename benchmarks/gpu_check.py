@@ -1,4 +1,4 @@
-"""GPU check of the avs-engine kernels (issue 5): build, verify at the real shapes, time.
+"""GPU check of the avs-engine kernels: build, verify at the real shapes, time.
 
     python benchmarks/gpu_check.py                 # on a CUDA GPU, about 2-5 minutes
     python benchmarks/gpu_check.py --dry-run       # CPU rehearsal: small shapes, kernels emulated

@@ -1,4 +1,4 @@
-"""AVSBench metrics on hand-worked cases (DESIGN §6)."""
+"""AVSBench metrics on hand-worked cases (docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """FLOPs of each stage, counted from the architecture (a ModelConfig and T).
 
 What is counted: the multiply-adds of every matrix product and convolution
-the PyTorch reference executes, two FLOPs each (the convention of DESIGN §5,
-of ``torch.utils.flop_counter`` and of published SAM figures). Element-wise
+the PyTorch reference executes, two FLOPs each (the convention of
+``torch.utils.flop_counter`` and of published SAM figures). Element-wise
 work (norms, softmax, GELU, additions, pooling) is not counted. The
 reference's own shapes are used: SAM's windowed blocks run their projections
 on the padded grid (64 -> 70 for 14x14 windows); ST-BAVA's attentions
 project the audio tokens after they are expanded to every pixel, as the
 authors' code does, so the fusion figure is the reference's work, not the
-floor of the fused path (DESIGN §4 removes most of it).
+floor of the fused path (its exact algebra removes most of it: docs/graphs.md).
 
 No torch here: ``avs-bench`` reports these figures for any backend.
 """

@@ -1,4 +1,4 @@
-"""Clocks that tell the truth about asynchronous devices (STYLE habit 14).
+"""Clocks that tell the truth about asynchronous devices (synchronise before reading a clock).
 
 :class:`HostTimer` synchronises the device (when given a ``sync``) before
 each clock reading, so queued GPU work is charged to the interval that

@@ -4,7 +4,8 @@
   PyTorch float32, every graph fed the same inputs (those of the float32
   reference chain, so errors do not compound). FP32 graphs: at most
   ``FP32_LIMIT``. FP16 graphs: at most ``FP16_FACTOR`` times PyTorch's own
-  float16 error on the same inputs (STYLE habit 13).
+  float16 error on the same inputs (a precision is judged by how far it is
+  from float32 compared with PyTorch at that precision, not by a fixed bound).
 * Whole chain: per-frame IoU of the masks (logit > 0 after the authors'
   upsampling to the output size) against PyTorch float32: at least
   ``FP32_MIN_IOU`` for FP32 graphs; reported for FP16 graphs.

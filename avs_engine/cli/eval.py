@@ -38,8 +38,9 @@ def _fmt(x) -> str:
 @click.option("-q", "--quiet", is_flag=True)
 def main(weights, config, vggish, backend, engine_dir, device, dtype, generated, data_root, log_mel, subset, split, cache_dir, limit,
          fusion_variant, threads, json_out, project, quiet):
-    """Score a model with AVSBench's metrics (DESIGN §6: sigmoid > 0.5 IoU with the
-    empty-mask rule, max F-score over 255 thresholds with beta^2 = 0.3, at 224x224)
+    """Score a model with AVSBench's metrics (sigmoid > 0.5 IoU, where a frame with an
+    empty mask scores its predicted-background fraction; F-score with beta^2 = 0.3,
+    averaged over a video's frames and maximised over 255 thresholds; at 224x224)
     on an AVSBench split or on generated test clips; print a table, write JSON.
 
     Generated sets also report the noise-burst seconds alone.

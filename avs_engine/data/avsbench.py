@@ -1,4 +1,4 @@
-"""AVSBench S4 / MS3 on disk (DESIGN §6): read it, and write generated clips in its layout.
+"""AVSBench S4 / MS3 on disk (docs/metrics.md): read it, and write generated clips in its layout.
 
 S4 (single source)::
 

@@ -16,7 +16,7 @@ time context can tell which object it is.
 
 Audio segments follow the model's audio examples: with ``grid="vggish"``
 second ``l``'s sound fills ``0.96 l .. 0.96 (l+1)`` s (the last one runs to
-the end), exactly what example ``l`` of the clip analyses (DESIGN §1.2);
+the end), exactly what example ``l`` of the clip analyses (io/logmel.py);
 ``grid="seconds"`` uses whole seconds (long videos, whose windows start at
 any second).
 """

@@ -5,8 +5,8 @@ The decoder's two-way transformer attends between a handful of tokens
 ways. SAM's ``Attention`` projects all 4096 image tokens to queries or to
 keys and values, splits heads (transposes of [T, 4096, 128]) and projects the
 result back. With so few tokens on the other side, the same function costs
-far less when the projections are folded into the tokens (the algebra of
-DESIGN §4 for the ST-BAVA block). Notation: H heads of width d, ``W_q``,
+far less when the projections are folded into the tokens (the algebra
+used for the ST-BAVA block, docs/graphs.md). Notation: H heads of width d, ``W_q``,
 ``W_k``, ``W_v`` [D, C] and ``W_o`` [C, D] with D = H*d, scale = d^-1/2.
 
 - Few keys (image tokens attend to the tokens): scores

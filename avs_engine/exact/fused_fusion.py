@@ -1,5 +1,5 @@
-"""The ST-BAVA block with its redundant work removed (DESIGN §4, NOTES "The
-ST-BAVA block's algebra").
+"""The ST-BAVA block with its redundant work removed (docs/graphs.md, "Exact-algebra
+forms in the graphs").
 
 :class:`FusedAVFusionBlock` computes the same function as the reference
 :class:`~avs_engine.reference.fusion.AVFusionBlock` in eval mode. It adopts

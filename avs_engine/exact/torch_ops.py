@@ -2,7 +2,7 @@
 
 Tensors become :class:`~.launchers.DeviceArray` views (``data_ptr``, shape,
 strides); kernels run on torch's current stream of the tensor's device.
-:func:`use_cuda_kernels` swaps, in place (STYLE habit 5):
+:func:`use_cuda_kernels` swaps modules, in place (the model code stays plain):
 
 - every ST-BAVA block for a :class:`CudaFusedAVFusionBlock` (the exact-algebra
   block of ``fused_fusion`` with its three attention reductions on the kernels);

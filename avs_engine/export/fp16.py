@@ -1,4 +1,4 @@
-"""FP32 ONNX -> FP16 ONNX with float32 islands (DESIGN §2).
+"""FP32 ONNX -> FP16 ONNX with float32 islands (docs/graphs.md).
 
 TensorRT 11 builds only strongly typed networks, so precision must live in
 the ONNX file: every float tensor becomes float16 except the ops listed in
@@ -31,7 +31,7 @@ import onnx
 #   needed a two-stage split (graph_passes.py) to stay at 1e-6, float16
 #   accumulation of 4096 terms would not. Their outputs are tiny: the Casts cost nothing.
 # - Softmax: no measurable change on ONNX Runtime CPU (logits <= 3.1e4 even at x100;
-#   max-subtracted exp cannot overflow). Kept per DESIGN §2 until TensorRT is
+#   max-subtracted exp cannot overflow). Kept in float32 until TensorRT is
 #   measured: dropping it would let TensorRT fuse FP16 attention.
 FLOAT32_ISLANDS: tuple[str, ...] = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2")
 

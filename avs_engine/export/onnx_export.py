@@ -1,4 +1,4 @@
-"""Export the four graphs of DESIGN §2 to ONNX (FP32, FP16) with a manifest.
+"""Export the four graphs (docs/graphs.md) to ONNX (FP32, FP16) with a manifest.
 
 One entry point, :func:`export_onnx`; ``avs-export onnx`` is a thin shell over it.
 Graph input/output names and symbolic shapes come from :mod:`avs_engine.artifacts.spec`;

@@ -1,5 +1,6 @@
-"""Export-only wrappers: one ``nn.Module`` per graph of DESIGN §2, and the passes
-that prepare a copy of the model for export (STYLE habits 4 and 5).
+"""Export-only wrappers: one ``nn.Module`` per graph (docs/graphs.md), and the passes
+that prepare a copy of the model for export by swapping modules (no ``if exporting:``
+branches in the model).
 
 The reference model stays plain: nothing here changes it. :func:`export_copy`
 returns a copy that shares every parameter with the model but has
@@ -12,7 +13,7 @@ returns a copy that shares every parameter with the model but has
 * every ST-BAVA block swapped for :class:`~avs_engine.exact.fused_fusion.FusedAVFusionBlock`
   and every attention of SAM's two-way transformer for
   :class:`~avs_engine.exact.folded_decoder.FoldedAttention`: the same functions
-  with the redundant work removed (DESIGN §4), tested equal to the reference to
+  with the redundant work removed (docs/graphs.md), tested equal to the reference to
   float32 rounding. Measured on ONNX Runtime CPU (vit_b, T=5, 2 threads):
   fusion graph 1.69 s -> 0.95-0.99 s, mask decoder 0.20 s -> 0.16 s, FP32 error
   against a float64 reference unchanged (``benchmarks/onnx_cpu.md``);

@@ -1,4 +1,4 @@
-"""Cut a video into model clips of T seconds, streaming (DESIGN §3 "Clips").
+"""Cut a video into model clips of T seconds, streaming (docs/runtime.md, "Clip windows").
 
 Windows have T seconds and stride T; the last window is aligned to the
 video's end, overlapping the one before, so that every second is predicted
@@ -111,7 +111,7 @@ class Clip:
     ``frames``: RGB uint8 ``[T, H, W, 3]`` (second ``window.start + t`` at
     ``t``). ``log_mel``: float32 ``[T, 1, 96, 64]``, the VGGish examples of the
     window's audio ``[start, start + T)`` s (see ``logmel.vggish_examples``;
-    audio that ends early repeats its last example, DESIGN §1.2). ``silent``:
+    audio that ends early repeats its last example). ``silent``:
     the file has no audio track and ``log_mel`` is that of silence.
     """
 

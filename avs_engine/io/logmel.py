@@ -1,4 +1,4 @@
-"""VGGish's log-mel front end in numpy (DESIGN §1.2).
+"""VGGish's log-mel front end in numpy (docs/model.md, section 2).
 
 Input: 16 kHz mono float samples. Short-time analysis: frames of 400 samples
 (25 ms) taken every 160 samples (10 ms) without centre padding, so ``n``

@@ -2,7 +2,7 @@
 
 The authors upsample the summed decoder logits with
 ``F.interpolate(mode="bilinear", align_corners=False)`` to 1024x1024, then
-again to the output size, and threshold at 0 (DESIGN §1.7).
+again to the output size, and threshold at 0 (docs/model.md, section 8).
 :func:`upsample_bilinear` is that interpolation without torch.
 """
 

@@ -1,7 +1,7 @@
 """Frames -> the image encoder's input, with numpy and Pillow only (no torch, no cv2).
 
 Trained ST-BAVA weights have only seen frames that went through two resizes
-(DESIGN §1.1): AVSBench squashed each frame to 224x224 with OpenCV's default
+(docs/model.md, section 1): AVSBench squashed each frame to 224x224 with OpenCV's default
 bilinear resize, and the training code resized those to 1024x1024 with
 torchvision's ``Resize`` on a PIL image (Pillow bilinear). ``prepare_frames``
 repeats both steps; :func:`cv2_resize_bilinear` reproduces OpenCV's uint8

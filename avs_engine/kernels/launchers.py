@@ -1,4 +1,4 @@
-"""Validating launchers of the avs-engine kernels on raw device pointers (STYLE habit 12).
+"""Validating launchers of the avs-engine kernels on raw device pointers (docs/kernels.md).
 
 Each kernel takes one plain struct (``csrc/params.h``), mirrored here with
 ctypes; a CPU test compiles params.h with the host compiler and compares

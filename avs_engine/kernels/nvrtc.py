@@ -1,11 +1,11 @@
-"""CUDA C++ -> CUBIN for the running GPU, with an on-disk cache (STYLE habit 12).
+"""CUDA C++ -> CUBIN for the running GPU, with an on-disk cache (docs/kernels.md).
 
 NVRTC through cuda-python (``cuda.bindings.nvrtc``) compiles straight to a
 CUBIN for the device's own architecture (``sm_XY``): NVRTC from a newer pip
-CUDA emits PTX that an older driver may refuse to JIT (NOTES), a CUBIN has no
-such step. If NVRTC is missing or fails, ``nvcc -cubin`` is tried. Every CUDA
-call goes through :func:`cuda_call`, which raises :class:`CudaError` naming the
-call and the error.
+CUDA emits PTX that an older driver may refuse to JIT (for example, PTX ISA 9.5
+from NVRTC 13.5 on a CUDA 13.0 driver); a CUBIN has no such step. If NVRTC is
+missing or fails, ``nvcc -cubin`` is tried. Every CUDA call goes through
+:func:`cuda_call`, which raises :class:`CudaError` naming the call and the error.
 
 No torch here: the tensorrt backend uses these kernels too. cuda-python is
 imported lazily, inside the functions that need it.

@@ -1,4 +1,4 @@
-"""The PyTorch reference ST-BAVA model (DESIGN §1): everything else is checked against it.
+"""The PyTorch reference ST-BAVA model (docs/model.md): everything else is checked against it.
 
 Public API::
 

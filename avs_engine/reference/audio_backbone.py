@@ -2,7 +2,7 @@
 
 ``VGGish`` follows torchvggish's state_dict layout (``features.{0,3,6,8,11,13}``,
 ``embeddings.{0,2,4}``): the conv map is flattened in NHWC order, the final
-ReLU is kept, no PCA and no quantisation (DESIGN §1.3).
+ReLU is kept, no PCA and no quantisation (docs/model.md, section 3).
 ``SmallAudioNet`` is a light CNN with the same interface for small models
 trained here (no VGGish weights can be downloaded on these machines).
 """

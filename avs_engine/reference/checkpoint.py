@@ -2,7 +2,7 @@
 
 Layouts, told apart by their keys (never by file name):
 
-* ST-BAVA (authors' layout, DESIGN §1): ``image_encoder.*`` with adapters,
+* ST-BAVA (authors' layout, docs/model.md): ``image_encoder.*`` with adapters,
   ``mask_decoder.*``, ``pe_layer.*``, ``audio_embed_layer.*``, ``layers.*``
   (``prompt_encoder.*`` present but unused);
 * SAMA-AVS: the same without the fusion (``layers.*``, ``audio_embed_layer``);

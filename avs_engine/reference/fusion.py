@@ -1,4 +1,4 @@
-"""ST-BAVA: spatio-temporal, bidirectional audio-visual attention (DESIGN §1.6).
+"""ST-BAVA: spatio-temporal, bidirectional audio-visual attention (docs/model.md, section 6).
 
 Written to compute exactly what the authors' ``AVFusionBlock`` computes: the
 same modules (``nn.MultiheadAttention``; ``avt`` sequence-first so that the

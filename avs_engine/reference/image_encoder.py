@@ -1,4 +1,4 @@
-"""SAM's ViT image encoder with the audio adapters (DESIGN §1.4)."""
+"""SAM's ViT image encoder with the audio adapters (docs/model.md, section 4)."""
 
 from __future__ import annotations
 

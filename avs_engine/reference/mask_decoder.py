@@ -2,7 +2,7 @@
 
 ``MaskDecoder.predict_masks`` repeats each image once per prompt set
 (``repeat_interleave``), so T images with T prompt sets in one call would pair
-every image with every prompt (DESIGN §1.7). :func:`decode_frames` runs the
+every image with every prompt. :func:`decode_frames` runs the
 same steps with a one-to-one pairing. The weights stay SAM's ``MaskDecoder``
 (keys ``mask_decoder.*``).
 """

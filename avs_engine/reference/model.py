@@ -1,4 +1,5 @@
-"""The assembled ST-BAVA model. It is handed its built parts (STYLE habit 3).
+"""The assembled ST-BAVA model. It is handed its built parts (encoder, fusion
+layers, decoder, audio backbone) rather than building them itself.
 
 Attribute names are the authors' checkpoint prefixes: ``image_encoder``,
 ``mask_decoder``, ``pe_layer``, ``audio_embed_layer``, ``layers``; the audio
@@ -38,7 +39,7 @@ class STBAVA(nn.Module):
         self.audio_embed_layer = nn.Linear(config.audio.embed_dim, config.fusion.dim)
         self.layers = layers
 
-    # -- the four stages (DESIGN §2) ---------------------------------------------------------
+    # -- the four stages (docs/graphs.md) --------------------------------------------------
 
     def embed_audio(self, log_mel: torch.Tensor) -> torch.Tensor:
         """log_mel [T,1,96,64] -> a128 [T,A]."""

@@ -74,5 +74,5 @@ def run_eval(*, weights=None, config=None, vggish=None, backend="torch", engine_
         "metrics": {"all": res["all"], "burst": res["burst"]},
         "per_video": res["per_video"],
         "elapsed_s": round(elapsed, 2),
-        "definition": "AVSBench (DESIGN §6): IoU of sigmoid>0.5 (empty GT: background fraction), F beta^2=0.3 max over 255 thresholds, 224x224",
+        "definition": "AVSBench (docs/metrics.md): IoU of sigmoid>0.5 (empty GT: background fraction), F beta^2=0.3 max over 255 thresholds, 224x224",
     }

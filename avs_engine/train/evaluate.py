@@ -1,4 +1,4 @@
-"""Score a split with AVSBench's metrics (DESIGN §6), for any predictor.
+"""Score a split with AVSBench's metrics (docs/metrics.md), for any predictor.
 
 A predictor maps one video's ``image [T,3,S,S]`` and ``log_mel [T,1,96,64]``
 (numpy) to logits at 224x224, ``[T,224,224]``. :func:`runner_predictor`

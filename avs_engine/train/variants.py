@@ -1,11 +1,12 @@
-"""Ablations of the ST-BAVA fusion, as passes that swap the blocks' class (STYLE habit 5).
+"""Ablations of the ST-BAVA fusion, as passes that swap the blocks' class
+(the reference model itself stays plain).
 
 The weights and the checkpoint layout stay the same; only the computation
 changes, so a checkpoint of any variant loads strictly into the reference
 model. The variant a bundle was trained as is stored in its metadata
 (``fusion_variant``) and applied again by ``avs-eval``.
 
-* ``full``: the paper's block (DESIGN §1.6).
+* ``full``: the paper's block (docs/model.md, section 6).
 * ``no_temporal``: without the two temporal (``avt``) updates; the spatial
   updates and the MLPs stay.
 * ``no_audio_update``: without the bidirectional half, i.e. the two

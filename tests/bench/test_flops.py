@@ -1,4 +1,5 @@
-"""The FLOP counter: DESIGN §5's figures, and torch's own count of the reference on the meta device."""
+"""The FLOP counter: SAM's encoder figures (0.97 / 2.99 / 5.96 TFLOP per 1024x1024 frame)
+and torch's own count of the reference on the meta device."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 FP32: relative L2 error <= 1e-5. FP16 (float32 islands): at most 2x the error
 of PyTorch's own float16 (the model cast with ``.half()``, run on the same
-inputs) against float32 (STYLE habit 13). Fresh random inputs each time.
+inputs) against float32. Fresh random inputs each time.
 """
 
 import numpy as np

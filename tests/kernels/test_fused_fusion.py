@@ -1,4 +1,4 @@
-"""The exact-algebra ST-BAVA block equals the reference block (issue 5, step 1)."""
+"""The exact-algebra ST-BAVA block equals the reference block."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Audio backbones: VGGish in torchvggish's layout (DESIGN §1.3) and the small CNN."""
+"""Audio backbones: VGGish in torchvggish's layout (docs/model.md, section 3) and the small CNN."""
 
 import pytest
 import torch
@@ -65,7 +65,7 @@ def test_output_and_nhwc_flatten(vggish, log_mel):
 
 
 def test_forward_against_float64(vggish, log_mel):
-    """FP32 output against a float64 copy of the same network (STYLE habit 13)."""
+    """FP32 output against a float64 copy of the same network."""
     import copy
 
     v64 = copy.deepcopy(vggish).double()

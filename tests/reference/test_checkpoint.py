@@ -1,7 +1,7 @@
 """Checkpoint layouts, strict loading by group, and every way a file can be wrong.
 
 Each refusal is a :class:`CheckpointError` whose message is one line naming the
-file (STYLE habit 11).
+file.
 """
 
 import pickle

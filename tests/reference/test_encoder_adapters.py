@@ -1,4 +1,4 @@
-"""The audio-adapted image encoder against SAM's ``ImageEncoderViT`` (DESIGN §1.4)."""
+"""The audio-adapted image encoder against SAM's ``ImageEncoderViT`` (docs/model.md, section 4)."""
 
 import math
 from functools import partial

@@ -1,4 +1,5 @@
-"""ST-BAVA fusion block against an independent float64 implementation of DESIGN §1.6.
+"""ST-BAVA fusion block against an independent float64 implementation of the block
+as docs/model.md (section 6) describes it.
 
 The hand-written block below uses only plain torch ops: per-head q/k/v
 projections sliced from ``in_proj_weight``/``in_proj_bias``, an explicit
@@ -92,7 +93,7 @@ def spatial_visual_update(a, v, ape, vpe, blk):
 
 
 def reference_block(a, v, ape, vpe, blk):
-    """DESIGN §1.6, one block. a [T,1,C], v [T,N,C], ape [T,1,C], vpe [1,N,C]."""
+    """One block as docs/model.md describes it. a [T,1,C], v [T,N,C], ape [T,1,C], vpe [1,N,C]."""
     a = layer_norm(a + mlp(a, blk.embed_audio), blk.norm1)
     v = layer_norm(v + mlp(v, blk.embed_vis), blk.norm2)
     a = layer_norm(a + temporal_audio_update(a, v, ape, vpe, blk), blk.norm3_1)
@@ -186,7 +187,7 @@ def test_temporal_audio_update_is_per_pixel_attention_averaged():
         ref = temporal_audio_update(a, v, ape, vpe, blk)
         torch.testing.assert_close(full.mean(dim=1, keepdim=True), ref, rtol=0, atol=TOL)
 
-        # DESIGN §4's fast form: keys/values from the T shared audio tokens only (not T*N),
+        # The exact-algebra form (docs/graphs.md): keys/values from the T shared audio tokens only (not T*N),
         # and the pixel mean taken before out_proj.
         W, b = mha.in_proj_weight, mha.in_proj_bias
         H, d = mha.num_heads, C // mha.num_heads

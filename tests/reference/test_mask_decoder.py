@@ -50,7 +50,7 @@ def test_decode_frames_equals_sam_per_frame(parts):
         assert batched.shape == ref.shape == (T, 1, 4 * model.config.grid, 4 * model.config.grid)
         # float32, same operations in a different batch layout: ~2e-7 observed on logits of ~0.3.
         torch.testing.assert_close(batched, ref, rtol=0, atol=1e-5)
-        # Against a float64 run of SAM's decoder (STYLE habit 13): the batched path's error
+        # Against a float64 run of SAM's decoder: the batched path's error
         # is at most about twice SAM's own float32 error.
         dec64 = copy.deepcopy(dec).double()
         ref64 = torch.cat(

@@ -1,6 +1,6 @@
 // ST-BAVA spatial visual update: per frame, one audio query attends over the N pixels.
 //
-// Folded form (DESIGN §4): the key projection is folded into the frame's query,
+// Folded form (docs/kernels.md): the key projection is folded into the frame's query,
 // M_t[:, h] = W_k,h^T q_t,h d^-1/2, the key bias drops out of the softmax, and
 // since the weights sum to 1 the raw visual tokens are averaged first; the value
 // and output projections run afterwards on [T, H, C] (host side).

@@ -1,6 +1,6 @@
 // ST-BAVA temporal attention, per pixel over the T frames, audio side shared by all pixels.
 //
-// Both directions use the folded form of nn.MultiheadAttention (DESIGN §4):
+// Both directions use the folded form of nn.MultiheadAttention (docs/kernels.md):
 // the audio tokens' projection is folded into a small matrix M [C, H*T], so a
 // pixel's scores are one row x . M (x = v + vpe, added on the fly) instead of
 // a 256x256 projection per pixel.
