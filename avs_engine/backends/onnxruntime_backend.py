@@ -119,7 +119,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = self.threads
         # No busy-waiting between runs: the runtime decodes the next clip on the
-        # same cores while this one runs (DESIGN §3).
+        # same cores while this one runs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_options = [self._provider_options(p) for p in self.providers]
         sessions = {}
