@@ -87,12 +87,18 @@ def dims_for(config, T: int) -> dict[str, int]:
     }
 
 
-def check_arrays(stage: StageSpec, arrays: Mapping[str, np.ndarray], dims: Mapping[str, int], *, outputs: bool = False) -> None:
-    """Raise :class:`ShapeError` unless ``arrays`` holds exactly the stage's tensors with the right shapes."""
+def check_arrays(stage: StageSpec, arrays: Mapping[str, np.ndarray], dims: Mapping[str, int], *, outputs: bool = False,
+                 partial: bool = False) -> None:
+    """Raise :class:`ShapeError` unless ``arrays`` holds exactly the stage's tensors with the right shapes.
+
+    ``partial``: check only the tensors given (each must be one of the stage's)."""
     specs = stage.outputs if outputs else stage.inputs
     kind = "output" if outputs else "input"
     want = {t.name for t in specs}
     got = set(arrays)
+    if partial:
+        specs = [t for t in specs if t.name in got]
+        want = got if got <= want else want
     if want != got:
         raise ShapeError(
             f"stage '{stage.name}': {kind}s must be {sorted(want)}, got {sorted(got)}"

@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import BackendError
+from .clocks import StageClock
 from ..artifacts.spec import STAGES, check_arrays, dims_for
 
 
@@ -68,15 +69,39 @@ class Runner:
         check_arrays(spec, outputs, dims, outputs=True)
         return outputs
 
-    def run_clip(self, image: np.ndarray, log_mel: np.ndarray) -> np.ndarray:
-        """All four stages: image [T,3,S,S], log_mel [T,1,96,64] -> logits [T,1,L,L].
+    def run_clip(self, image: np.ndarray, log_mel: np.ndarray, clock: StageClock | None = None) -> np.ndarray:
+        """The whole model on one clip: image [T,3,S,S], log_mel [T,1,96,64] -> logits [T,1,L,L].
 
-        Backends that can keep tensors on the device between stages override this.
+        The one way every caller (``avs-run``, ``avs-eval``, ``avs-bench``, the
+        scale-out jobs) runs the model. Backends chain the four stages where
+        their tensors live (on the device for the GPU backends: only the
+        image, log-mel and logits cross to the host) and time each stage on
+        ``clock`` (from :meth:`stage_clock`; its ``seconds()`` after the call).
         """
-        a128 = self.run("audio", {"log_mel": log_mel})["a128"]
-        enc = self.run("image_encoder", {"image": image, "a128": a128})["enc"]
-        fused = self.run("fusion", {"enc": enc, "a128": a128})
-        return self.run("mask_decoder", {"enc": enc, **fused})["logits"]
+        if not self.is_active:
+            raise AssertionError(f"runner '{self.name}' used before activate()")
+        T = int(image.shape[0]) if image.ndim else 0
+        dims = dims_for(self.config, T)
+        check_arrays(STAGES["audio"], {"log_mel": log_mel}, dims)
+        check_arrays(STAGES["image_encoder"], {"image": image}, dims, partial=True)
+        logits = self.clip_impl(image, log_mel, clock if clock is not None else self.stage_clock())
+        check_arrays(STAGES["mask_decoder"], {"logits": logits}, dims, outputs=True)
+        return logits
+
+    def stage_clock(self) -> StageClock:
+        """A clock for :meth:`run_clip`'s stages (host clock; GPU backends return device events)."""
+        return StageClock()
+
+    def clip_impl(self, image: np.ndarray, log_mel: np.ndarray, clock: StageClock) -> np.ndarray:
+        """The four stages through :meth:`run_impl`, on the host (backends that keep tensors on a device override)."""
+        with clock.stage("audio"):
+            a128 = self.run_impl("audio", {"log_mel": log_mel})["a128"]
+        with clock.stage("image_encoder"):
+            enc = self.run_impl("image_encoder", {"image": image, "a128": a128})["enc"]
+        with clock.stage("fusion"):
+            fused = self.run_impl("fusion", {"enc": enc, "a128": a128})
+        with clock.stage("mask_decoder"):
+            return self.run_impl("mask_decoder", {"enc": enc, **fused})["logits"]
 
     # -- for subclasses ----------------------------------------------------------------------
 

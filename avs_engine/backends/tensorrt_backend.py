@@ -5,7 +5,7 @@ what to rebuild, engines built for another GPU or TensorRT version or a clip
 length outside their profile (:mod:`avs_engine.artifacts.engine_manifest`).
 Then: one execution context per engine, every I/O tensor on a device buffer
 from cuda-python (``set_input_shape`` + ``set_tensor_address``),
-``execute_async_v3`` on one stream. :meth:`TensorRTRunner.run_clip` chains
+``execute_async_v3`` on one stream. :meth:`TensorRTRunner.clip_impl` chains
 the four stages on the device: the image and log-mel go in through pinned
 host buffers, ``a128``/``enc``/``dense``/``sparse`` stay on the GPU, and only
 the logits come back. With ``cuda_graph=True`` the whole clip (copies and
@@ -19,11 +19,12 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import BackendError, ShapeError
+from ..errors import BackendError
 from ..artifacts.engine_manifest import EngineManifest, RuntimeInfo, check_clip_length, check_runtime, read_engine_manifest
 from ..artifacts.profiles import HOST_INPUTS, HOST_OUTPUTS, Binding, chain_buffers
-from ..artifacts.spec import STAGE_ORDER, STAGES, check_arrays, dims_for
+from ..artifacts.spec import STAGE_ORDER, STAGES
 from .base import Runner
+from .clocks import EventStageClock, StageClock
 
 FUSED_UNAVAILABLE = (
     "--fused is not available with the tensorrt backend yet: the fused CUDA kernels (avs_engine.kernels) cover "
@@ -47,7 +48,7 @@ class TensorRTRunner(Runner):
     ) -> None:
         """``engine_dir``: the folder holding ``engines.json`` (or the ONNX folder whose
         ``tensorrt/`` subfolder holds it). ``check_hashes``: verify each engine's sha256.
-        ``cuda_graph``: capture :meth:`run_clip` as a CUDA graph per clip length and replay it.
+        ``cuda_graph``: capture the clip (:meth:`run_clip`) as a CUDA graph per clip length and replay it.
         ``fused``: the fusion stage on the fused CUDA kernels (refused: see ``FUSED_UNAVAILABLE``)."""
         super().__init__()
         self.engine_dir = Path(engine_dir)
@@ -143,9 +144,7 @@ class TensorRTRunner(Runner):
         return out
 
     def deactivate_impl(self) -> None:
-        for g in self._graphs.values():
-            g.destroy()
-        self._graphs = {}
+        self._drop_graphs()
         if self._stream is not None:
             self._stream.synchronize()
         for buf in [*self._device.values(), *self._pinned.values()]:
@@ -183,9 +182,7 @@ class TensorRTRunner(Runner):
                 else:
                     moved |= self._pinned[name].ensure(b.nbytes)
         if moved:
-            for g in self._graphs.values():
-                g.destroy()
-            self._graphs = {}
+            self._drop_graphs()
             self._shapes_T = None
         return plan
 
@@ -193,6 +190,9 @@ class TensorRTRunner(Runner):
         """set_input_shape + set_tensor_address for every stage, for clip length T (once per T)."""
         if self._shapes_T == T:
             return
+        # A captured graph bakes in the contexts' state for its T: after a shape change none is safe to
+        # replay (TensorRT wants an uncaptured enqueue after a shape change), so graphs are recaptured.
+        self._drop_graphs()
         for stage in STAGE_ORDER:
             ctx = self._contexts[stage]
             spec = STAGES[stage]
@@ -249,16 +249,16 @@ class TensorRTRunner(Runner):
         self._stream.synchronize()
         return {n: staged[n].array(plan[n].shape, plan[n].dtype).astype(np.float32, copy=True) for n in staged}
 
-    def run_clip(self, image: np.ndarray, log_mel: np.ndarray) -> np.ndarray:
-        """All four engines on the device, one stream: image [T,3,S,S], log_mel [T,1,96,64] -> logits [T,1,L,L]."""
-        if not self.is_active:
-            raise AssertionError(f"runner '{self.name}' used before activate()")
+    def stage_clock(self) -> StageClock:
+        from ..gpu.cuda_memory import Event
+
+        stream = self._stream
+        return EventStageClock(lambda: Event(stream), "CUDA events on the runner's stream (cuda-python)")
+
+    def clip_impl(self, image: np.ndarray, log_mel: np.ndarray, clock: StageClock) -> np.ndarray:
+        """All four engines on the device, one stream: only the image, the log-mel and the logits cross
+        to the host. With ``cuda_graph`` the clip is one graph replay, timed as the stage ``model``."""
         T = int(image.shape[0])
-        dims = dims_for(self.config, T)
-        check_arrays(STAGES["audio"], {"log_mel": log_mel}, dims)
-        want = STAGES["image_encoder"].inputs[0].concrete(dims)
-        if tuple(image.shape) != want:
-            raise ShapeError(f"run_clip input 'image': expected shape {list(want)}, got {list(image.shape)}")
         self._check_T(T)
         plan = self._buffers(T)
         self._bind(T, plan)
@@ -271,19 +271,30 @@ class TensorRTRunner(Runner):
                 self._enqueue_clip(plan)  # TensorRT's first enqueue for a shape may set up state: never capture it
                 self._stream.synchronize()
                 self._graphs[T] = CudaGraph(self._stream, lambda: self._enqueue_clip(plan))
-            self._graphs[T].launch()
+            with clock.stage("model"):
+                self._graphs[T].launch()
         else:
-            self._enqueue_clip(plan)
+            self._enqueue_clip(plan, clock)
         self._stream.synchronize()
         b = plan["logits"]
         return self._pinned["logits"].array(b.shape, b.dtype).astype(np.float32, copy=True)
 
-    def _enqueue_clip(self, plan: dict[str, Binding]) -> None:
-        """Copies in, the four engines, copy out: everything on the stream, nothing waited for."""
+    def _drop_graphs(self) -> None:
+        for g in self._graphs.values():
+            g.destroy()
+        self._graphs = {}
+
+    def _enqueue_clip(self, plan: dict[str, Binding], clock: StageClock | None = None) -> None:
+        """Copies in, the four engines, copy out: everything on the stream, nothing waited for.
+        ``clock``: events around each engine (not while capturing a graph)."""
         for name in HOST_INPUTS:
             self._stream.copy_to_device(self._device[name].ptr, self._pinned[name].ptr, plan[name].nbytes, name)
         for stage in STAGE_ORDER:
-            self._enqueue(stage)
+            if clock is None:
+                self._enqueue(stage)
+            else:
+                with clock.stage(stage):
+                    self._enqueue(stage)
         for name in HOST_OUTPUTS:
             self._stream.copy_to_host(self._pinned[name].ptr, self._device[name].ptr, plan[name].nbytes, name)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .harness import STAGES, TOTALS
+from .harness import TOTALS, stage_names
 
 
 def _plt():
@@ -28,7 +28,7 @@ def _plt():
 def _stages_chart(doc: dict, path: Path) -> None:
     plt = _plt()
     ok = [r for r in doc["rows"] if r["status"] == "ok"]
-    names = list(STAGES) + list(TOTALS)
+    names = list(stage_names(doc)) + list(TOTALS)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) * max(1, len(ok)) ** 0.5 + 2.2))
     height = 0.8 / max(1, len(ok))
     for j, r in enumerate(ok):

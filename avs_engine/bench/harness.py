@@ -1,9 +1,11 @@
 """avs-bench's measurement: every stage of one clip, per backend, against the PyTorch reference.
 
-One clip of T seconds of a generated video goes through what ``avs-run``
-does to it, each step timed on its own: decode (video frames, then audio),
-log-mel, preprocess, the four model stages on the backend, post-processing
-(masks at the video's size), writing (mask PNGs and the overlay video).
+One clip of T seconds of a generated video goes through the pieces
+``avs-run`` uses (the clip source, the model step, the writer), one after
+another so that each is timed on its own: decode (video frames, audio and
+log-mel), squash, preprocess, the four model stages as the runner's own
+clock times them inside its clip method, post-processing (masks at the
+video's size) and writing (mask PNGs and the overlay video).
 The torch FP32 eager row is always measured first, in the same process and
 run, and every other row is also given as a ratio to it. Warm-up runs are
 reported apart; medians and p90 are over the measured runs only.
@@ -24,26 +26,29 @@ import numpy as np
 
 from ..config import resolve
 from ..errors import AvsError, ConfigError
-from ..io.audio import read_audio_16k
-from ..io.frames import iter_second_frames
-from ..io.logmel import vggish_examples
-from ..io.postprocess import logits_to_masks, mask_stats
-from ..io.preprocess import prepare_frames
-from ..io.writers import OverlayWriter, write_mask_png
 from ..artifacts.spec import STAGE_ORDER
+from ..runtime.clip_source import ClipSource
+from ..runtime.model_step import ModelStep
+from ..runtime.writer import VideoWriter
 from .flops import stage_flops
 from .machine import machine_info, now_utc, versions
 from .media import make_bench_video
 from .memory import MiB, current_rss_bytes, gpu_memory_for, peak_rss_bytes, reset_peak_rss
 from .rows import REFERENCE, RowSpec, make_runner
-from .timers import HostTimer, timer_for
 
-SCHEMA = "avs-bench/1"
-MEDIA_STAGES = ("decode_video", "decode_audio", "log_mel", "preprocess")
+SCHEMA = "avs-bench/2"
+MEDIA_STAGES = ("decode", "squash", "preprocess")
 MODEL_STAGES = STAGE_ORDER  # audio, image_encoder, fusion, mask_decoder
 OUTPUT_STAGES = ("postprocess", "write")
 STAGES = MEDIA_STAGES + MODEL_STAGES + OUTPUT_STAGES
 TOTALS = ("model", "clip")  # the four model stages; every stage
+# Reports written before the clip source existed (schema avs-bench/1) timed the media steps apart.
+LEGACY_STAGES = ("decode_video", "decode_audio", "log_mel", "preprocess") + MODEL_STAGES + OUTPUT_STAGES
+
+
+def stage_names(doc: dict) -> tuple[str, ...]:
+    """The per-stage rows of a report, by its schema version."""
+    return LEGACY_STAGES if doc.get("schema") == "avs-bench/1" else STAGES
 
 
 @dataclass
@@ -86,59 +91,63 @@ def fig(value: float | None, unit: str, digits: int = 4) -> dict:
 
 
 class _Recorder:
-    """Times stages and records the peak host RSS (and GPU memory) during each."""
+    """Seconds, peak host RSS (and GPU memory) per stage; a stage observer of the runner's clock."""
 
-    def __init__(self, model_timer, gpu) -> None:
-        self.host, self.model_timer, self.gpu = HostTimer(), model_timer, gpu
+    def __init__(self, gpu) -> None:
+        self.gpu = gpu
         self.seconds: dict[str, float] = {}
         self.rss: dict[str, int] = {}
         self.gpu_peak: dict[str, int] = {}
 
-    @contextmanager
-    def stage(self, name: str, model: bool = False):
+    def stage_started(self, name: str) -> None:
         reset_peak_rss()
         if self.gpu is not None:
             self.gpu.reset()
-        with (self.model_timer if model else self.host).measure() as iv:
-            yield
-        self.seconds[name] = iv.seconds
+
+    def stage_ended(self, name: str) -> None:
         self.rss[name] = peak_rss_bytes()
         if self.gpu is not None:
             self.gpu_peak[name] = self.gpu.peak_bytes()
 
+    @contextmanager
+    def piece(self, names: tuple[str, ...]):
+        """A host piece that times several stages itself: each gets the piece's memory peak."""
+        self.stage_started(names[0])
+        try:
+            yield
+        finally:
+            self.stage_ended(names[0])
+            for n in names[1:]:
+                self.rss[n] = self.rss[names[0]]
+                if self.gpu is not None:
+                    self.gpu_peak[n] = self.gpu_peak[names[0]]
 
-def run_clip(runner, video: Path, T: int, size_hw: tuple[int, int], rec: _Recorder, out_dir: Path,
+
+def run_clip(runner, video: Path, T: int, rec: _Recorder, out_dir: Path,
              resize: str = "avsbench", overlay: bool = True) -> None:
-    """One clip through every stage, as avs-run would do it, each stage recorded in ``rec``."""
-    S = runner.config.encoder.img_size
-    with rec.stage("decode_video"):
-        frames = np.stack([rgb for _, rgb in iter_second_frames(video, range(T))])  # [T, H, W, 3]
-    with rec.stage("decode_audio"):
-        samples = read_audio_16k(video, 0.0, float(T))  # [T * 16000]
-    with rec.stage("log_mel"):
-        log_mel = vggish_examples(samples, T)  # [T, 1, 96, 64]
-    with rec.stage("preprocess"):
-        image = prepare_frames(frames, S, resize)  # [T, 3, S, S]
-    with rec.stage("audio", model=True):
-        a128 = runner.run("audio", {"log_mel": log_mel})["a128"]
-    with rec.stage("image_encoder", model=True):
-        enc = runner.run("image_encoder", {"image": image, "a128": a128})["enc"]
-    with rec.stage("fusion", model=True):
-        fused = runner.run("fusion", {"enc": enc, "a128": a128})
-    with rec.stage("mask_decoder", model=True):
-        logits = runner.run("mask_decoder", {"enc": enc, **fused})["logits"]
-    with rec.stage("postprocess"):
-        masks = logits_to_masks(logits, size_hw, mid=S)  # [T, H, W]
-        [mask_stats(m) for m in masks]
-    with rec.stage("write"):
-        (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-        writer = OverlayWriter(video, out_dir / "overlay.mp4") if overlay else None
-        for t, m in enumerate(masks):
-            write_mask_png(out_dir / "masks" / f"{t + 1:06d}.png", m)
-            if writer is not None:
-                writer.add_second(t, m)
-        if writer is not None:
+    """One clip through the clip source, the model step and the writer (as avs-run runs them, but one
+    after another), each stage recorded in ``rec``."""
+    step = ModelStep(runner, observers=[rec])
+    source = ClipSource(step.img_size, T, resize)
+    result = source.open(video)
+    clips = source.clips(result)
+    with rec.piece(("decode", "squash")):
+        clip = next(clips)
+    clips.close()
+    rec.seconds.update(clip.timings)
+    pred = step(clip)
+    rec.seconds.update(pred.timings)
+    with rec.piece(("postprocess", "write")):
+        writer = VideoWriter(result, out_dir, step.img_size, overlay=overlay, depth=1)
+        try:
+            writer.put(pred)
             writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    rec.seconds.update(writer.seconds_s)
+    if result.warnings:
+        raise AvsError(f"{video}: {result.warnings[0]}")
 
 
 # ------------------------------------------------------------------------------ rows
@@ -155,15 +164,13 @@ def _stats(values: list[float], unit_scale: float = 1e3) -> dict:
 
 def _measure_row(runner, spec: RowSpec, video: dict, s: BenchSettings, workdir: Path, progress) -> dict:
     gpu = gpu_memory_for(runner)
-    rec_timer = timer_for(runner)
-    size_hw = (video["height"], video["width"])
     rss_scope = "stage" if reset_peak_rss() else "process (peak reset refused by the kernel)"
     rss_loaded = current_rss_bytes() or 0
     recs = []
     for i in range(s.warmup + s.runs):
-        rec = _Recorder(rec_timer, gpu)
+        rec = _Recorder(gpu)
         out = workdir / f"{spec.label.replace(':', '_')}_run{i}"
-        run_clip(runner, Path(video["path"]), s.T, size_hw, rec, out, s.resize, s.overlay)
+        run_clip(runner, Path(video["path"]), s.T, rec, out, s.resize, s.overlay)
         shutil.rmtree(out, ignore_errors=True)
         recs.append(rec)
         if progress:
@@ -181,7 +188,8 @@ def _measure_row(runner, spec: RowSpec, video: dict, s: BenchSettings, workdir: 
     row = {
         "label": spec.label, "backend": spec.backend, "precision": spec.precision, "status": "ok",
         "runner": runner.description, "variant": "fused" if spec.fused else None,
-        "clock": {"model_stages": rec_timer.kind, "host_stages": HostTimer.kind},
+        "clock": {"model_stages": runner.stage_clock().kind + " (the runner's clip method)",
+                  "host_stages": "host monotonic clock (perf_counter)"},
         "warmup": {
             "runs": s.warmup,
             "clip": {"values": [round(x * 1e3, 4) for x in per_stage(warm, "clip")], "unit": "ms"},
@@ -334,8 +342,9 @@ def _notes(s: BenchSettings) -> list[str]:
     notes = [
         "Times are per clip of T seconds (one frame per second); median and p90 over the measured runs, "
         "warm-up runs reported apart. With few runs p90 is interpolated between the slowest runs.",
-        "Model stage times include converting the stage's inputs from and outputs to numpy arrays "
-        "(host<->device copies on a GPU): the runner interface passes numpy arrays between stages.",
+        "Model stage times come from the runner's own clock inside its clip method (the one avs-run and "
+        "avs-eval use): intermediates stay where the backend keeps them; the image and log-mel go in and "
+        "the logits come out as numpy arrays (timed in the first and last stage).",
         "FLOPs: multiply-adds of every matrix product and convolution the PyTorch reference executes, x2 "
         "(avs_engine.bench.flops); the fusion figure is the reference's expanded work, not the fused path's floor.",
         "Peak RSS per stage: the process's resident-set high-water mark during that stage (model weights included).",

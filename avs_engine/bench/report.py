@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import write_json_atomic
-from .harness import MODEL_STAGES, STAGES, TOTALS
+from .harness import MODEL_STAGES, TOTALS, stage_names
 from .schema import validate_report
 
 
@@ -82,7 +82,7 @@ def _stages_markdown(doc: dict) -> str:
 
     def table(stat: str, with_ratio: bool) -> list[str]:
         out = [head, sep]
-        for group, names in (("stages", STAGES), ("totals", TOTALS)):
+        for group, names in (("stages", stage_names(doc)), ("totals", TOTALS)):
             for name in names:
                 gf = doc["flops"].get(name)
                 if name == "model":
@@ -132,7 +132,7 @@ def _stages_markdown(doc: dict) -> str:
             )
         lines += ["", "Peak RSS during each stage, MiB:", "",
                   "| stage | " + " | ".join(r["label"] for r in ok) + " |", "|---|" + "---:|" * len(ok)]
-        for name in STAGES:
+        for name in stage_names(doc):
             cells = []
             for r in ok:
                 st = r["stages"][name]

@@ -62,7 +62,7 @@ def _units(node, path: str, problems: list[str]) -> None:
 
 
 def _check_rows(doc: dict, problems: list[str]) -> None:
-    from .harness import STAGES, TOTALS
+    from .harness import TOTALS, stage_names
 
     rows = doc.get("rows") or []
     if not rows:
@@ -77,7 +77,7 @@ def _check_rows(doc: dict, problems: list[str]) -> None:
             for k in _ROW_OK:
                 if k not in row:
                     problems.append(f"{where}: missing '{k}'")
-            for group, names in (("stages", STAGES), ("totals", TOTALS)):
+            for group, names in (("stages", stage_names(doc)), ("totals", TOTALS)):
                 for name in names:
                     st = row.get(group, {}).get(name)
                     if st is None:

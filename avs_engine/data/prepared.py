@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..io.logmel import vggish_examples
-from ..io.preprocess import AVSBENCH_SIZE, IMAGENET_MEAN, IMAGENET_STD, cv2_resize_bilinear, pil_resize_bilinear
+from ..io.preprocess import encoder_input, squash_frames, to_encoder_size
 from .avsbench import EVAL_SIZE, Sample
 from .generator import GENERATOR_VERSION, GeneratorConfig, generate_clip, split_seeds
 
@@ -52,9 +52,7 @@ class PreparedSplit:
 
     def image_input(self, i: int) -> np.ndarray:
         """float32 [T,3,S,S], ImageNet-normalised (what ``prepare_frames`` returns)."""
-        x = np.asarray(self.images[i], np.float32) / np.float32(255.0)
-        x = (x - IMAGENET_MEAN) / IMAGENET_STD
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return encoder_input(np.asarray(self.images[i]), self.img_size)
 
     def log_mel_input(self, i: int) -> np.ndarray:
         return np.asarray(self.log_mel[i], np.float32)
@@ -83,12 +81,7 @@ class PreparedSplit:
 
 def frames_to_input_uint8(frames: np.ndarray, img_size: int, mode: str = "avsbench") -> np.ndarray:
     """uint8 [T,H,W,3] -> uint8 [T,S,S,3]: the resizes of ``prepare_frames`` without normalising."""
-    out = []
-    for f in frames:
-        if mode == "avsbench":
-            f = cv2_resize_bilinear(f, (AVSBENCH_SIZE, AVSBENCH_SIZE))
-        out.append(pil_resize_bilinear(f, (img_size, img_size)))
-    return np.stack(out)
+    return np.stack([to_encoder_size(f, img_size) for f in squash_frames(frames, img_size, mode)])
 
 
 def prepare(samples: Iterable[Sample], n: int, img_size: int, T: int = 5, progress: bool = False) -> PreparedSplit:

@@ -162,6 +162,33 @@ class Stream:
             self._stream, self.handle = None, 0
 
 
+class Event:
+    """A timing CUDA event recorded on a :class:`Stream` (for per-stage clocks without synchronising)."""
+
+    def __init__(self, stream: Stream) -> None:
+        rt = cudart()
+        self.stream = stream
+        self._event = check(rt.cudaEventCreate(), "cudaEventCreate")
+
+    def record(self) -> None:
+        check(cudart().cudaEventRecord(self._event, self.stream._stream), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        check(cudart().cudaEventSynchronize(self._event), "cudaEventSynchronize")
+
+    def elapsed_s(self, later: "Event") -> float:
+        ms = check(cudart().cudaEventElapsedTime(self._event, later._event), "cudaEventElapsedTime")
+        return float(ms) / 1e3
+
+    def __del__(self) -> None:
+        event, self._event = getattr(self, "_event", None), None
+        if event is not None:
+            try:
+                cudart().cudaEventDestroy(event)
+            except Exception:  # interpreter shutdown: the driver may be gone already
+                pass
+
+
 class CudaGraph:
     """The work ``enqueue`` puts on ``stream``, captured once (cudaStreamBeginCapture ->
     cudaStreamEndCapture -> cudaGraphInstantiate) and replayed with :meth:`launch`.

@@ -129,8 +129,57 @@ def normalize(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # [3, H, W]
 
 
+def squash_frame(frame: np.ndarray, img_size: int, mode: str = "avsbench") -> np.ndarray:
+    """One RGB frame -> the small uint8 square the clip source ships.
+
+    Args:
+        frame: uint8 ``[H, W, 3]``, RGB, any size.
+        img_size: side ``S`` of the encoder input (used by ``"direct"`` only).
+        mode: ``"avsbench"``: OpenCV bilinear to 224x224, as AVSBench stored its
+            frames; ``"direct"``: Pillow bilinear straight to ``S``.
+
+    Returns:
+        uint8 ``[224, 224, 3]`` (avsbench) or ``[S, S, 3]`` (direct).
+    """
+    if mode not in MODES:
+        raise ValueError(f"squash_frame: mode must be one of {MODES}, got {mode!r}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ShapeError(f"squash_frame: expected a frame uint8 [H,W,3], got {frame.dtype} {frame.shape}")
+    if mode == "avsbench":
+        return cv2_resize_bilinear(frame, (AVSBENCH_SIZE, AVSBENCH_SIZE))
+    return pil_resize_bilinear(frame, (img_size, img_size))
+
+
+def squash_frames(frames: np.ndarray, img_size: int, mode: str = "avsbench") -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> uint8 ``[T, s, s, 3]`` (:func:`squash_frame` on each)."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ShapeError(f"squash_frames: expected frames uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
+    return np.stack([squash_frame(f, img_size, mode) for f in frames])
+
+
+def encoder_input(small: np.ndarray, img_size: int) -> np.ndarray:
+    """Squashed uint8 frames ``[T, s, s, 3]`` -> float32 ``[T, 3, S, S]``, ImageNet-normalised.
+
+    Frames not yet at ``S`` go through Pillow bilinear (the training code's
+    ``Resize`` of the 224x224 AVSBench frames)."""
+    if small.dtype != np.uint8 or small.ndim != 4 or small.shape[-1] != 3:
+        raise ShapeError(f"encoder_input: expected frames uint8 [T,s,s,3], got {small.dtype} {small.shape}")
+    out = np.empty((small.shape[0], 3, img_size, img_size), np.float32)
+    # One frame at a time: only one float copy of a frame is alive besides `out`.
+    for t, frame in enumerate(small):
+        out[t] = normalize(to_encoder_size(frame, img_size))
+    return out
+
+
+def to_encoder_size(frame: np.ndarray, img_size: int) -> np.ndarray:
+    """A squashed uint8 frame ``[s, s, 3]`` -> uint8 ``[S, S, 3]`` (Pillow bilinear; unchanged when s = S)."""
+    if frame.shape[:2] == (img_size, img_size):
+        return frame
+    return pil_resize_bilinear(frame, (img_size, img_size))
+
+
 def prepare_frames(frames: np.ndarray, img_size: int = 1024, mode: str = "avsbench") -> np.ndarray:
-    """RGB frames -> the image encoder's input.
+    """RGB frames -> the image encoder's input (:func:`squash_frames` then :func:`encoder_input`).
 
     Args:
         frames: uint8 ``[T, H, W, 3]``, RGB.
@@ -147,11 +196,4 @@ def prepare_frames(frames: np.ndarray, img_size: int = 1024, mode: str = "avsben
         raise ValueError(f"prepare_frames: mode must be one of {MODES}, got {mode!r}")
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ShapeError(f"prepare_frames: expected frames uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
-    out = np.empty((frames.shape[0], 3, img_size, img_size), np.float32)
-    # One frame at a time: only one float copy of a frame is alive besides `out`.
-    for t, frame in enumerate(frames):
-        if mode == "avsbench":
-            frame = cv2_resize_bilinear(frame, (AVSBENCH_SIZE, AVSBENCH_SIZE))
-        frame = pil_resize_bilinear(frame, (img_size, img_size))
-        out[t] = normalize(frame)
-    return out
+    return encoder_input(squash_frames(frames, img_size, mode), img_size)

@@ -1,5 +1,11 @@
-"""The pipeline and its result objects. Never imports torch (a test enforces it)."""
+"""The runtime: clip source -> model step -> writer, and the pipeline that overlaps them. Never imports torch (a test enforces it)."""
 
-from .pipeline import Pipeline, SecondResult, StageTimer, VideoResult
+from .clip_source import ClipInput, ClipSource
+from .model_step import ClipPrediction, ModelStep
+from .pipeline import Pipeline
+from .results import SecondResult, VideoResult
+from .timing import StageTimer
+from .writer import VideoWriter
 
-__all__ = ["Pipeline", "SecondResult", "StageTimer", "VideoResult"]
+__all__ = ["ClipInput", "ClipPrediction", "ClipSource", "ModelStep", "Pipeline", "SecondResult", "StageTimer",
+           "VideoResult", "VideoWriter"]

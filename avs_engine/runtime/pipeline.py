@@ -1,114 +1,34 @@
-"""From a video file to one mask per second, streaming.
+"""From a video file to one mask per second: three overlapped pieces, streaming.
 
-video -> clips (decode, sample, log-mel; a background thread, so decoding the
-next clip overlaps inference of this one) -> preprocess -> the runner's four
-stages -> logits -> masks at the video's resolution. Memory is bounded by a
-couple of clips whatever the video's length.
+clip source (decode, 1 fps sampling, squash, log-mel; its own thread) ->
+model step (the runner's clip method; the caller's thread) -> writer (masks,
+logits, overlay; its own thread). Bounded queues between them keep memory at
+a couple of clips whatever the video's length; errors in any thread reach
+the caller; threads are always joined.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-import numpy as np
-
-from ..backends.base import Runner
-from ..io.clips import iter_clips, plan_windows
-from ..io.frames import n_seconds
-from ..io.postprocess import logits_to_masks, mask_stats
-from ..io.preprocess import prepare_frames
-from ..io.probe import probe
+from ..atomic import write_json_atomic
 from ..artifacts.spec import STAGE_ORDER
+from ..backends.base import Runner
+from ..io.postprocess import logits_to_masks, mask_stats
+from ..io.rundir import VideoOutput
+from .clip_source import ClipSource
+from .model_step import ModelStep
+from .results import SecondResult, VideoResult
+from .threads import background
 from .timing import StageTimer
+from .writer import LOGITS_DIR, MASKS_DIR, OVERLAY_NAME, VideoWriter
 
-
-@dataclass
-class SecondResult:
-    """The prediction for one second of video."""
-
-    second: int  # 0-based
-    mask: np.ndarray | None  # bool [H, W] at the video's resolution (None once streamed out)
-    area_fraction: float
-    bbox: list[int] | None  # [x0, y0, x1, y1), half-open pixel box, or None when the mask is empty
-
-    def to_json(self) -> dict:
-        return {"second": self.second, "area_fraction": self.area_fraction, "bbox": self.bbox}
-
-
-@dataclass
-class VideoResult:
-    """Everything a run learned about one video (masks are streamed out, not kept)."""
-
-    path: str
-    width: int
-    height: int
-    fps: float
-    duration_s: float
-    clip_seconds: int
-    n_seconds: int = 0  # seconds that will be predicted (one sampled frame each)
-    seconds: list[SecondResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-    silent: bool = False
-    info: object = field(default=None, repr=False)  # the MediaInfo from start(); not serialised
-
-    def to_json(self) -> dict:
-        return {
-            "video": self.path,
-            "width": self.width,
-            "height": self.height,
-            "fps": self.fps,
-            "duration_s": self.duration_s,
-            "clip_seconds": self.clip_seconds,
-            "n_seconds": self.n_seconds,
-            "silent_audio": self.silent,
-            "warnings": self.warnings,
-            "seconds": [s.to_json() for s in self.seconds],
-            "timings": self.timings,
-        }
-
-
-_DONE = object()
-
-
-def _background(it: Iterator, depth: int = 1) -> Iterator:
-    """Run an iterator in a thread, ``depth`` items ahead; re-raises its errors here."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in it:
-                if stop.is_set():
-                    return
-                q.put(item)
-            q.put(_DONE)
-        except BaseException as e:  # handed to the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, daemon=True, name="avs-decode")
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():  # let the producer see the stop flag
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            t.join(0.05)
+# Where each timed step runs, in pipeline order (the three pieces overlap, so these add up to more than the wall time).
+SOURCE_STEPS = ("decode", "squash")
+HOST_STEPS = ("preprocess",)
+WRITER_STEPS = ("postprocess", "write")
 
 
 class Pipeline:
@@ -116,96 +36,100 @@ class Pipeline:
 
     ``clip_seconds``: T, the window length (5 as in training). ``resize``:
     "avsbench" (224x224 squash then up to the encoder size, as the training
-    data) or "direct".
+    data) or "direct". ``allow_silent``: run videos without audio on silence.
     """
 
     def __init__(self, runner: Runner, clip_seconds: int = 5, resize: str = "avsbench", allow_silent: bool = False) -> None:
-        if not runner.is_active:
-            runner.activate()
-        self.runner = runner
-        self.clip_seconds = int(clip_seconds)
-        self.resize = resize
-        self.allow_silent = allow_silent
+        self.model = ModelStep(runner)
+        self.runner = self.model.runner
+        self.source = ClipSource(self.model.img_size, clip_seconds, resize, allow_silent)
+        self.clip_seconds = self.source.clip_seconds
 
-    def _sync(self) -> None:
-        sync = getattr(self.runner, "synchronize", None)
-        if sync:
-            sync()
+    def start(self, path: str | Path) -> VideoResult:
+        """Probe the video (raises MediaError/NoAudioError with one line) and plan its clips."""
+        return self.source.open(path)
 
-    def run_stages(self, image: np.ndarray, log_mel: np.ndarray, timer: StageTimer) -> np.ndarray:
-        """The four stages, each timed. image [T,3,S,S], log_mel [T,1,96,64] -> logits [T,1,L,L]."""
-        r = self.runner
-        with timer.stage("audio", sync=True):
-            a128 = r.run("audio", {"log_mel": log_mel})["a128"]
-        with timer.stage("image_encoder", sync=True):
-            enc = r.run("image_encoder", {"image": image, "a128": a128})["enc"]
-        with timer.stage("fusion", sync=True):
-            fused = r.run("fusion", {"enc": enc, "a128": a128})
-        with timer.stage("mask_decoder", sync=True):
-            logits = r.run("mask_decoder", {"enc": enc, **fused})["logits"]
-        return logits
+    def predictions(self, result: VideoResult, timer: StageTimer) -> Iterator:
+        """Each clip's :class:`~avs_engine.runtime.model_step.ClipPrediction`, the source one clip ahead on its thread."""
+        for clip in background(self.source.clips(result), depth=1, name="avs-source"):
+            for k, v in clip.timings.items():
+                timer.add(k, v)
+            pred = self.model(clip)
+            for k, v in pred.timings.items():
+                timer.add(k, v)
+            yield pred
 
     def iter_video(self, path: str | Path, result: VideoResult | None = None) -> Iterator[SecondResult]:
-        """Yield one SecondResult per second, in order, as soon as its clip is done.
+        """Yield one SecondResult (with its mask, bool [H, W]) per second, in order, as each clip is done.
 
         ``result`` (from :meth:`start`) collects per-second stats, warnings and timings.
         """
         result = result or self.start(path)
-        timer = StageTimer(self._sync)
-        cfg = self.runner.config
+        timer = StageTimer()
         size_hw = (result.height, result.width)
-
-        def clips():
-            it = iter_clips(str(path), self.clip_seconds, allow_silent=self.allow_silent, info=result.info)  # probed once, in start()
-            while True:
+        for pred in self.predictions(result, timer):
+            for second in pred.window.new_seconds:
                 t0 = time.perf_counter()
-                try:
-                    clip = next(it)
-                except StopIteration:
-                    return
-                timer.add("decode", time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                image = prepare_frames(clip.frames, cfg.encoder.img_size, self.resize)
-                timer.add("preprocess", time.perf_counter() - t0)
-                yield clip, image
-
-        for clip, image in _background(clips()):
-            if clip.silent and not result.silent:
-                result.silent = True
-                result.warnings.append("no audio track: ran with silence (--allow-silent)")
-            logits = self.run_stages(image, clip.log_mel.astype(np.float32, copy=False), timer)
-            t0 = time.perf_counter()
-            start = clip.window.start
-            for second in clip.window.new_seconds:
-                i = second - start
-                mask = logits_to_masks(logits[i : i + 1], size_hw, mid=cfg.encoder.img_size)[0]
+                mask = logits_to_masks(pred.second_logits(second)[None], size_hw, mid=self.model.img_size)[0]
                 stats = mask_stats(mask)
-                sec = SecondResult(second, mask, float(stats["area_fraction"]), stats["bbox"])
-                result.seconds.append(SecondResult(second, None, sec.area_fraction, sec.bbox))
+                result.seconds.append(SecondResult(second, None, float(stats["area_fraction"]), stats["bbox"]))
                 timer.add("postprocess", time.perf_counter() - t0)
-                yield sec
-                t0 = time.perf_counter()
-        result.timings = {
+                yield SecondResult(second, mask, float(stats["area_fraction"]), stats["bbox"])
+        result.timings = self._timings(timer, with_writer=False)
+
+    def run_video(self, path: str | Path, run_dir: str | Path, *, overlay: bool = True, save_logits: bool = False,
+                  model: dict | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+        """Segment ``path``; write ``masks/``, ``overlay.mp4``, ``result.json`` (and ``logits/``) under ``run_dir/<stem>/``.
+
+        Everything is written in a staging folder renamed at the end: a
+        failure leaves nothing half-written. Returns the ``result.json``
+        document plus ``output_dir`` and ``speed_line``. ``progress(done, total)``:
+        called with the seconds handed to the writer so far and the video's total.
+        """
+        t0 = time.perf_counter()
+        result = self.start(path)
+        timer = StageTimer()
+        with VideoOutput(run_dir, Path(path).stem) as out:
+            writer = VideoWriter(result, out.path, self.model.img_size, overlay=overlay, save_logits=save_logits)
+            done = 0
+            try:
+                for pred in self.predictions(result, timer):
+                    writer.put(pred)
+                    done += len(pred.window.new_seconds)
+                    if progress is not None:
+                        progress(done, result.n_seconds)
+                overlay_path = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            result.seconds.sort(key=lambda s: s.second)
+            for k, v in writer.seconds_s.items():
+                timer.add(k, v, calls=len(result.seconds))
+            result.timings = self._timings(timer, with_writer=True)
+            total = time.perf_counter() - t0
+            doc = result.to_json()
+            doc["model"] = {k: v for k, v in (model or {}).items() if k != "summary"}
+            doc["timings"]["total_s"] = round(total, 6)
+            doc["timings"]["realtime_factor"] = round(result.duration_s / total, 4) if total > 0 else None
+            doc["outputs"] = {"masks": f"{MASKS_DIR}/", "overlay": OVERLAY_NAME if overlay_path else None,
+                              "logits": f"{LOGITS_DIR}/" if save_logits else None}
+            write_json_atomic(out.path / "result.json", doc)
+            final = out.commit()
+        stages, n = doc["timings"]["stages"], max(len(result.seconds), 1)
+        per_s = ", ".join(f"{k} {stages[k]['total_s'] * 1e3 / n:.1f}" for k in doc["timings"]["order"] if k in stages)
+        doc["speed_line"] = f"{per_s} ms per second of video; saved to {final}"
+        doc["output_dir"] = str(final)
+        return doc
+
+    def _timings(self, timer: StageTimer, with_writer: bool) -> dict:
+        model_stages = [k for k in timer.seconds if k not in SOURCE_STEPS + HOST_STEPS + WRITER_STEPS]
+        order = [*SOURCE_STEPS, *HOST_STEPS, *[s for s in STAGE_ORDER if s in model_stages],
+                 *[s for s in model_stages if s not in STAGE_ORDER], *WRITER_STEPS]
+        return {
             "stages": timer.to_dict(),
-            "order": ["decode", "preprocess", *STAGE_ORDER, "postprocess"],
+            "order": [k for k in order if k in timer.seconds],
+            "clock": getattr(self.runner.stage_clock(), "kind", "host monotonic clock"),
+            "overlapped": "decode+squash run on the source thread and postprocess+write on the writer thread, "
+                          "while the model runs: the stages add up to more than the wall time" if with_writer else
+                          "decode+squash run on the source thread while the model runs",
         }
-
-    def start(self, path: str | Path) -> VideoResult:
-        """Probe the video (raises MediaError/NoAudioError with one line) and plan its clips."""
-        info = probe(str(path))
-        if not info.has_audio and not self.allow_silent:
-            from ..errors import NoAudioError
-
-            raise NoAudioError(f"{path}: no audio track (use --allow-silent to run with silence)")
-        n = n_seconds(info)
-        windows = plan_windows(n, self.clip_seconds)
-        result = VideoResult(
-            path=str(path), width=info.width, height=info.height, fps=float(info.fps),
-            duration_s=float(info.duration_s), clip_seconds=windows[0].length if windows else self.clip_seconds,
-            n_seconds=n, info=info,
-        )
-        if windows and windows[0].length < self.clip_seconds:
-            result.warnings.append(
-                f"video is {n} s long, shorter than the {self.clip_seconds} s window: ran with T = {windows[0].length}"
-            )
-        return result

@@ -32,9 +32,9 @@ class StageTimer:
             self.seconds[name] += time.perf_counter() - t0
             self.calls[name] += 1
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, calls: int = 1) -> None:
         self.seconds[name] += seconds
-        self.calls[name] += 1
+        self.calls[name] += calls
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {k: {"total_s": round(v, 6), "calls": self.calls[k]} for k, v in self.seconds.items()}

@@ -406,12 +406,29 @@ class HostMemory:
             def destroy(self):
                 pass
 
-        self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.CudaGraph = DeviceBuffer, PinnedBuffer, Stream, CudaGraph
+        class Event:
+            def __init__(self, stream):
+                self.t = None
+
+            def record(self):
+                import time
+
+                mem.events_recorded += 1
+                self.t = time.perf_counter()
+
+            def synchronize(self):
+                pass
+
+            def elapsed_s(self, later):
+                return later.t - self.t
+
+        self.events_recorded = 0
+        self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.CudaGraph, self.Event = DeviceBuffer, PinnedBuffer, Stream, CudaGraph, Event
 
     def install(self, monkeypatch, gpu=("NVIDIA H100 80GB HBM3", "9.0")):
         from avs_engine.gpu import cuda_memory as cm
 
-        for name in ("DeviceBuffer", "PinnedBuffer", "Stream", "CudaGraph"):
+        for name in ("DeviceBuffer", "PinnedBuffer", "Stream", "CudaGraph", "Event"):
             monkeypatch.setattr(cm, name, getattr(self, name))
         monkeypatch.setattr(cm, "cudart", lambda: None)
         monkeypatch.setattr(cm, "use_device", lambda device: None)
