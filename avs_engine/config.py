@@ -56,6 +56,12 @@ class FusionConfig:
     num_heads: int = 8
     mlp_dim: int = 256  # MLPBlock(dim, dim) in the authors' code
     dropout: float = 0.1  # inactive in eval(); kept so training matches the authors
+    # Ablations keep every weight and drop updates: "no_temporal" (no avt updates), "no_audio_update"
+    # (the audio token gets no attention update). Part of the model: bundles, graphs and manifests carry it.
+    variant: str = "full"
+
+
+FUSION_VARIANTS = ("full", "no_temporal", "no_audio_update")
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,8 @@ class ModelConfig:
         bad = [i for i in e.global_attn_indexes if not 0 <= i < e.depth]
         if bad:
             raise ConfigError(f"{source}: global_attn_indexes {bad} outside 0..{e.depth - 1}")
+        if self.fusion.variant not in FUSION_VARIANTS:
+            raise ConfigError(f"{source}: fusion.variant must be one of {', '.join(FUSION_VARIANTS)}, got {self.fusion.variant!r}")
         if self.fusion.dim % self.fusion.num_heads:
             raise ConfigError(f"{source}: fusion dim {self.fusion.dim} not divisible by {self.fusion.num_heads} heads")
         if self.fusion.dim != e.out_chans:

@@ -303,6 +303,9 @@ def read_bundle_config(path: str | Path) -> ModelConfig:
         cfg = json.loads(meta["config"])
     except (KeyError, ValueError):
         raise CheckpointError(f"{path}: avs-engine bundle without a readable 'config' entry in its metadata") from None
+    if "fusion_variant" in meta and "variant" not in cfg.get("fusion", {}):
+        # Bundles trained before the variant joined the config kept it beside the config only.
+        cfg.setdefault("fusion", {})["variant"] = meta["fusion_variant"]
     return ModelConfig.from_dict(cfg, source=str(path))
 
 

@@ -18,6 +18,11 @@ from ..config import FusionConfig
 
 
 class AVFusionBlock(nn.Module):
+    """The authors' block. Subclasses switch updates off for ablations (same weights, same keys)."""
+
+    temporal = True  # the two avt (temporal) updates
+    audio_update = True  # the two attention updates of the audio token
+
     def __init__(self, dim: int = 256, num_heads: int = 8, mlp_dim: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.embed_vis = MLPBlock(dim, mlp_dim)
@@ -42,18 +47,21 @@ class AVFusionBlock(nn.Module):
         a = self.norm1(a + self.embed_audio(a))
         v = self.norm2(v + self.embed_vis(v))
 
-        # Temporal, audio update: for each pixel (batch), T visual queries over T audio keys.
-        upd = self.avt_attention(v + vpe, (a + ape).expand(T, N, C), a.expand(T, N, C))[0]  # [T, N, C]
-        a = self.norm3_1(a + upd.mean(dim=1, keepdim=True))
+        if self.audio_update and self.temporal:
+            # Temporal, audio update: for each pixel (batch), T visual queries over T audio keys.
+            upd = self.avt_attention(v + vpe, (a + ape).expand(T, N, C), a.expand(T, N, C))[0]  # [T, N, C]
+            a = self.norm3_1(a + upd.mean(dim=1, keepdim=True))
 
-        # Spatial, audio update: per frame, N visual queries over the frame's one audio key.
-        upd = self.avs_attention(v + vpe, a + ape, a)[0]  # [T, N, C]
-        a = self.norm3_2(a + upd.mean(dim=1, keepdim=True))
+        if self.audio_update:
+            # Spatial, audio update: per frame, N visual queries over the frame's one audio key.
+            upd = self.avs_attention(v + vpe, a + ape, a)[0]  # [T, N, C]
+            a = self.norm3_2(a + upd.mean(dim=1, keepdim=True))
         a = self.norm4(a + self.embed_audio2(a))
 
-        # Temporal, visual update: for each pixel, T audio queries over that pixel's T visual keys.
-        upd = self.avt_attention((a + ape).expand(T, N, C), v + vpe, v)[0]  # [T, N, C]
-        v = self.norm5_1(v + upd)
+        if self.temporal:
+            # Temporal, visual update: for each pixel, T audio queries over that pixel's T visual keys.
+            upd = self.avt_attention((a + ape).expand(T, N, C), v + vpe, v)[0]  # [T, N, C]
+            v = self.norm5_1(v + upd)
 
         # Spatial, visual update: per frame, one audio query over the N visual keys, added to every pixel.
         upd = self.avs_attention(a + ape, v + vpe, v)[0]  # [T, 1, C]
@@ -62,7 +70,21 @@ class AVFusionBlock(nn.Module):
         return v, a
 
 
+class NoTemporalBlock(AVFusionBlock):
+    """Ablation: without the two temporal (avt) updates; the spatial updates and the MLPs stay."""
+
+    temporal = False
+
+
+class NoAudioUpdateBlock(AVFusionBlock):
+    """Ablation: the audio token gets no attention update (its MLPs stay); the visual updates stay."""
+
+    audio_update = False
+
+
+BLOCKS = {"full": AVFusionBlock, "no_temporal": NoTemporalBlock, "no_audio_update": NoAudioUpdateBlock}
+
+
 def build_fusion_layers(cfg: FusionConfig) -> nn.ModuleList:
-    return nn.ModuleList(
-        AVFusionBlock(cfg.dim, cfg.num_heads, cfg.mlp_dim, cfg.dropout) for _ in range(cfg.depth)
-    )
+    block = BLOCKS[cfg.variant]
+    return nn.ModuleList(block(cfg.dim, cfg.num_heads, cfg.mlp_dim, cfg.dropout) for _ in range(cfg.depth))

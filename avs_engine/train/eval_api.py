@@ -13,32 +13,27 @@ from .evaluate import evaluate_split, runner_predictor
 
 
 def _torch_model(weights, config, vggish, fusion_variant):
-    """For the torch backend: the model, with the fusion variant the bundle was trained as (or asked for)."""
-    from ..reference.checkpoint import is_bundle, load_bundle, load_checkpoint
+    """For the torch backend: the model as its weights describe it (a bundle carries its fusion
+    variant in its config), or as ``fusion_variant`` overrides."""
     from ..reference.build import build_model
+    from ..reference.checkpoint import is_bundle, load_bundle, load_checkpoint
     from .variants import apply_variant
 
-    stored = "full"
     if is_bundle(weights):
         model, _ = load_bundle(weights)
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as f:
-            stored = (f.metadata() or {}).get("fusion_variant", "full")
     else:
         if config is None:
             raise BackendError(f"{weights}: not a bundle, so the model config is needed (--config PRESET|FILE)")
         model = build_model(config, device="meta")
         load_checkpoint(model, weights, vggish=vggish)
-    variant = fusion_variant or stored
-    apply_variant(model, variant)
-    return model, variant
+    if fusion_variant:
+        apply_variant(model, fusion_variant)
+    return model, model.config.fusion.variant
 
 
 def run_eval(*, weights=None, config=None, vggish=None, backend="torch", engine_dir=None, device="cpu", dtype="float32",
              generated=0, data_root=None, log_mel="wav", subset="s4", split="test", cache_dir=None, limit=None, fusion_variant=None,
              threads=0, progress=True) -> dict:
-    variant = None
     if backend == "torch":
         if threads:
             import torch
@@ -47,7 +42,7 @@ def run_eval(*, weights=None, config=None, vggish=None, backend="torch", engine_
         weights = Path(weights) if weights is not None else DEMO_WEIGHTS
         if not weights.is_file():
             raise BackendError(f"{weights}: weights not found")
-        model, variant = _torch_model(weights, config, vggish, fusion_variant)
+        model, _ = _torch_model(weights, config, vggish, fusion_variant)
         runner = create_runner("torch", model=model, device=device, dtype=dtype)
     else:
         if engine_dir is None:
@@ -57,6 +52,7 @@ def run_eval(*, weights=None, config=None, vggish=None, backend="torch", engine_
         runner = create_runner(backend, engine_dir=engine_dir)
     runner.activate()
     cfg = runner.config
+    variant = cfg.fusion.variant
     data = open_split(split if not generated else "test", cfg.encoder.img_size, generated=generated, root=data_root,
                       subset=subset, cache_dir=cache_dir, progress=progress, log_mel=log_mel)
     t0 = time.perf_counter()
