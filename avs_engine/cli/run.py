@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -10,87 +11,190 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import echo_err, make_runner, model_description
+from .common import BACKENDS, choose_model, echo_err, error_line, make_runner, model_description, quote_path, refuse_inapplicable
+from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, clip_seconds_option, config_option, device_option, given,
+                      precision_option, threads_option, version_option, weights_option)
 from .run_video import run_video
 
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint: an avs-engine bundle (.safetensors), or an ST-BAVA state_dict with --config. Default: the bundled demo model.")
-@click.option("--config", "config", default=None, help="Preset (tiny, vit_b, vit_l, vit_h) or a JSON config, for checkpoints that are not bundles.")
-@click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights, for checkpoints without audio weights.")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="torch", show_default=True)
-@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graph/engine folder (from avs-export) for the onnxruntime/tensorrt backends.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torch and onnxruntime; tensorrt always runs on the GPU, cuda:N picks which).")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="onnxruntime: which exported graphs to run (default fp32 on CPU, fp16 on a GPU).")
-@click.option("--cuda-graph", is_flag=True, help="tensorrt: capture each clip length as a CUDA graph and replay it.")
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a container stop), raised like Ctrl-C so that the same clean-up runs."""
+
+
+class _SigtermAsInterrupt:
+    """While active, the first SIGTERM raises :class:`Terminated` in the main thread; later ones are ignored
+    (the clean-up is under way)."""
+
+    def __enter__(self):
+        self.fired = False
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        if not self.fired:
+            self.fired = True
+            raise Terminated()
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+@click.command(cls=AvsCommand, context_settings=CONTEXT)
+@click.argument("videos", nargs=-1, required=True)
+@weights_option("Checkpoint: an avs-engine bundle (.safetensors), or an ST-BAVA state_dict with --config; runs on the torch backend.")
+@config_option("Preset (tiny, vit_b, vit_l, vit_h) or a JSON config, for checkpoints that are not bundles.")
+@click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torch backend: torchvggish weights, for checkpoints without audio weights.")
+@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Graphs from avs-export onnx (manifest.json: onnxruntime backend) or engines from avs-export build (engines.json: tensorrt backend).")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
+                   "--weights: torch; no model option: the bundled demo model on onnxruntime).")
+@device_option("Where to compute: cpu, cuda or cuda:N (tensorrt always runs on a GPU; cuda:N picks which).  [default: cpu; tensorrt: cuda]",
+               default=None)
+@precision_option("fp32, fp16 or bf16. torch: the model's dtype; onnxruntime: which exported graphs run (fp32 or fp16); "
+                  "tensorrt: must be what the engines were built in.  [default: torch fp32; onnxruntime fp32 on CPU, fp16 on a GPU; "
+                  "tensorrt the engines' own]")
+@alias("--dtype", to="precision", type=click.Choice(["float32", "float16", "bfloat16"]), convert=PRECISION_ALIASES.get,
+       help="Old spelling of --precision (float32, float16, bfloat16).")
 @click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block and folded decoder attention; on CUDA also the fused CUDA attention kernels.")
-@click.option("-T", "--clip-seconds", type=click.IntRange(1, 64), default=5, show_default=True, help="Window length in seconds (the model was trained on 5).")
+@click.option("--cuda-graph", is_flag=True, help="tensorrt backend: capture each clip length as a CUDA graph and replay it.")
+@clip_seconds_option("Window length in seconds (the model was trained on 5); a shorter video runs with T = its length.")
+@threads_option()
 @click.option("--resize", type=click.Choice(["avsbench", "direct"]), default="avsbench", show_default=True, help="avsbench: squash to 224x224 then up, as the training data; direct: straight to the encoder size.")
 @click.option("--allow-silent", is_flag=True, help="Run videos without an audio track on silence instead of failing.")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Write overlay.mp4 (frames tinted by the mask, with the original audio).")
+@click.option("--save-logits", is_flag=True, help="Also write each second's low-resolution logits as float16 .npy under logits/.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Folder holding the numbered run folders.")
 @click.option("--name", default="run", show_default=True, help="Run folder name: runs/run, runs/run2, ...")
+@click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME itself even if it exists (a video already there gets <stem>_2).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def main(videos, weights, config, vggish, backend, engine_dir, device, dtype, precision, cuda_graph, fused, clip_seconds, resize, allow_silent, overlay, project, name, as_json, quiet):
-    """Segment the sounding objects of each VIDEO, one mask per second.
+@version_option()
+def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, cuda_graph, clip_seconds, threads, resize,
+         allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet):
+    """Segment the sounding objects of each video, one mask per second.
 
-    For each video, writes masks/000001.png ... (one per second, at the video's
-    resolution), overlay.mp4 (with the original audio) and result.json into a
-    new numbered run folder. A video that fails gets one error line; the others
-    still run; the exit code is non-zero if any failed.
+    VIDEOS are files, folders (every video inside, sorted by name), quoted glob
+    patterns ('clips/*.mp4', 'data/**/*.mkv') or @LIST (a text file with one path
+    per line). For each video, writes masks/000001.png ... (one per second, at the
+    video's resolution), overlay.mp4 (with the original audio) and result.json into
+    a new numbered run folder.
+
+    Without --weights, --config or --engine-dir, the bundled demo model runs (on
+    ONNX Runtime; it knows generated test videos, not the real world). A video
+    that fails gets one error line and the others still run. Exit code: 0 all
+    done, 1 some failed, 2 nothing could start, 130 interrupted (Ctrl-C), 143
+    terminated (SIGTERM); an interrupted run removes what it had half-written.
     """
+    ctx = click.get_current_context()
+    with _SigtermAsInterrupt():
+        code = _main(ctx, videos, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, backend=backend, device=device,
+                     precision=precision, fused=fused, cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads,
+                     resize=resize, allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project,
+                     name=name, exist_ok=exist_ok, as_json=as_json, quiet=quiet)
+    sys.exit(code)
+
+
+def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, cuda_graph, clip_seconds, threads,
+          resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
+    from ..io.rundir import clean_up_run_dir, next_run_dir, staging_folders
+    from .inputs import expand_inputs
+
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(line, err=True)
+
+    run_dir, created, before = None, False, set()
+    done_dirs: list[str] = []
     try:
-        if weights is None and backend == "torch" and config is None:
-            from .common import default_weights
-
-            weights = default_weights()
-        runner = make_runner(backend, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, device=device, dtype=dtype, fused=fused,
-                             precision=precision, cuda_graph=cuda_graph)
-        runner.activate()
-        if backend == "tensorrt":
-            from ..artifacts.engine_manifest import check_clip_length
-
-            # refuse before any decoding; short videos run with T = their length (always <= -T)
-            check_clip_length(runner.manifest, clip_seconds)
-    except AvsError as e:
-        echo_err(str(e))
-        sys.exit(2)
-
-    from ..io.rundir import next_run_dir
-
-    run_dir = next_run_dir(project, name)
-    model = model_description(runner, weights)
-    if not as_json:
-        click.echo(f"model: {model['summary']}", err=True)
-        for w in getattr(runner, "warnings", []) or []:
-            click.echo(f"warning: {w}", err=True)
-    results, failed = [], 0
-    t0 = time.perf_counter()
-    for video in videos:
         try:
-            res = run_video(runner, video, run_dir, clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
-                            overlay=overlay, model=model, progress=not (quiet or as_json))
-            results.append(res)
-            if not as_json:
-                for w in res["warnings"]:
-                    click.echo(f"warning: {video}: {w}", err=True)
-                click.echo(f"{video}: {len(res['seconds'])} s segmented; {res['speed_line']}", err=True)
+            choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
+            refuse_inapplicable(choice, precision=precision, fused=fused, cuda_graph=cuda_graph, vggish=vggish, threads=threads,
+                                device=device if given(ctx, "device") else None)
         except AvsError as e:
-            failed += 1
             echo_err(str(e))
-            results.append({"video": str(video), "error": str(e)})
-    elapsed = time.perf_counter() - t0
-    if failed == len(videos) and run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()  # nothing succeeded: leave no empty run folder behind
+            return 2
+        inputs = expand_inputs(videos)
+        if not inputs.videos:
+            for note in inputs.notes:
+                say(f"note: {note}")
+            for err in inputs.errors:
+                echo_err(err)
+            echo_err("no video to run")
+            return 2
+        try:
+            runner = make_runner(choice, vggish=vggish, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
+                                 threads=threads)
+            runner.activate()
+            if choice.backend == "tensorrt":
+                from ..artifacts.engine_manifest import check_clip_length
+
+                # refuse before any decoding; short videos run with T = their length (always <= -T)
+                check_clip_length(runner.manifest, clip_seconds)
+        except AvsError as e:
+            echo_err(str(e))
+            return 2
+
+        model = model_description(runner, choice.weights, bundled=choice.bundled)
+        say(f"model: {model['summary']}")
+        for w in getattr(runner, "warnings", []) or []:
+            say(f"warning: {w}")
+        for note in inputs.notes:
+            say(f"note: {note}")
+        for err in inputs.errors:
+            echo_err(err)
+
+        existed = exist_ok and (Path(project) / name).is_dir()
+        run_dir = next_run_dir(project, name, exist_ok=exist_ok)
+        created = not existed
+        before = staging_folders(run_dir)
+        results, failed = [], 0
+        t0 = time.perf_counter()
+        for item in inputs.items:
+            if item.path is None:
+                failed += 1
+                results.append({"video": item.source, "error": item.error})
+                continue
+            video = item.path
+            try:
+                res = run_video(runner, video, run_dir, clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
+                                overlay=overlay, model=model, progress=not (quiet or as_json), save_logits=save_logits)
+                results.append(res)
+                done_dirs.append(res.get("output_dir", ""))
+                for w in res["warnings"]:
+                    say(f"warning: {quote_path(video)}: {w}")
+                say(f"{quote_path(video)}: {len(res['seconds'])} s segmented; {res['speed_line']}")
+            except Exception as e:  # any failure of one video (ours, ONNX Runtime's, PyAV's, a full disk...): the batch goes on
+                failed += 1
+                line = error_line(video, e)
+                echo_err(line)
+                results.append({"video": str(video), "error": line})
+        elapsed = time.perf_counter() - t0
+    except KeyboardInterrupt as e:
+        if run_dir is not None:
+            clean_up_run_dir(run_dir, keep=before, remove_if_empty=created)
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        kept = [d for d in done_dirs if d]
+        click.echo(f"{what}: {len(kept)} video(s) done" + (f", saved under {run_dir}" if kept else ", nothing saved")
+                   + "; half-written outputs removed", err=True)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+
+    clean_up_run_dir(run_dir, keep=before, remove_if_empty=created)  # a run where nothing succeeded leaves no empty folder
+    total = len(inputs.items)
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), "model": model, "elapsed_s": round(elapsed, 3), "videos": results}, indent=2))
+        click.echo(json.dumps({"run_dir": str(run_dir) if run_dir.is_dir() else None, "model": model,
+                               "elapsed_s": round(elapsed, 3), "videos": results}, indent=2))
     else:
-        done = len(videos) - failed
-        click.echo(f"{done}/{len(videos)} video(s) done in {elapsed:.1f} s. Results saved to {run_dir}")
-    sys.exit(1 if failed else 0)
+        done = total - failed
+        where = f"Results saved to {run_dir}" if done and run_dir.is_dir() else "nothing saved"
+        click.echo(f"{done}/{total} video(s) done in {elapsed:.1f} s. {where}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

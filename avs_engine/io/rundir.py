@@ -17,16 +17,23 @@ from pathlib import Path
 _MAX_TRIES = 10_000
 
 
-def next_run_dir(root="runs", name: str = "run") -> Path:
+def next_run_dir(root="runs", name: str = "run", exist_ok: bool = False) -> Path:
     """Create and return the next numbered run folder under ``root``.
 
     The first is ``root/name``, then ``root/name2``, ``root/name3``..., one
     past the highest number present (folders left by earlier runs are never
     reused, even after a gap). Creation is an atomic ``mkdir``; when another
     process takes a number first, the next one is tried.
+
+    ``exist_ok``: ``root/name`` itself, created if needed, whatever is in it
+    (outputs already there are kept: :class:`VideoOutput` numbers new ones).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    if exist_ok:
+        path = root / name
+        path.mkdir(exist_ok=True)
+        return path
     pattern = re.compile(rf"^{re.escape(name)}(\d*)$")
     taken = [0]
     for entry in root.iterdir():
@@ -42,6 +49,27 @@ def next_run_dir(root="runs", name: str = "run") -> Path:
         except FileExistsError:   # lost a race (or a plain file of that name): next number
             n += 1
     raise RuntimeError(f"next_run_dir: no free run folder under {root} after {_MAX_TRIES} tries")
+
+
+def staging_folders(run_dir) -> set[Path]:
+    """The per-video staging folders (``.<stem>.partial*``) in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return set()
+    return {p for p in run_dir.iterdir() if p.name.startswith(".") and ".partial" in p.name and p.is_dir()}
+
+
+def clean_up_run_dir(run_dir, *, keep: set[Path] = frozenset(), remove_if_empty: bool = True) -> None:
+    """After an interrupted or failed run: delete the staging folders not in ``keep``
+    (those that were there before), then ``run_dir`` itself if it is empty and ``remove_if_empty``."""
+    run_dir = Path(run_dir)
+    for p in staging_folders(run_dir) - set(keep):
+        shutil.rmtree(p, ignore_errors=True)
+    if remove_if_empty:
+        try:
+            run_dir.rmdir()  # fails, as it should, when anything is inside
+        except OSError:
+            pass
 
 
 class VideoOutput:

@@ -30,9 +30,10 @@ def test_onnxruntime_backend_matches_torch(tmp_path, tiny_bundle, sample_video):
     assert doc["model"]["backend"] == "onnxruntime"
 
 
-def test_onnxruntime_needs_engine_dir(tmp_path, sample_video):
-    r = CliRunner().invoke(run_main, [str(sample_video), "--backend", "onnxruntime", "--project", str(tmp_path)])
+def test_onnxruntime_needs_engine_dir_for_other_weights(tmp_path, sample_video, tiny_bundle):
+    r = CliRunner().invoke(run_main, [str(sample_video), "--backend", "onnxruntime", "--weights", str(tiny_bundle), "--project", str(tmp_path)])
     assert r.exit_code == 2 and "--engine-dir" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_tensorrt_backend_refuses_in_one_line_here(tmp_path, sample_video):

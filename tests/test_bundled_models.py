@@ -1,0 +1,76 @@
+"""The bundled demo model's ONNX graphs are in step with its weights, and the demo runs without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from avs_engine.artifacts.graph_manifest import read_manifest, sha256_file
+from avs_engine.models import DEMO_GRAPHS, DEMO_WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_graphs_are_exported_from_the_shipped_weights():
+    m = read_manifest(DEMO_GRAPHS)  # every graph present, with its recorded size and sha256
+    weights = [f for f in m.checkpoint["files"] if f["role"] == "weights"]
+    assert weights and weights[0]["file"] == DEMO_WEIGHTS.name
+    assert weights[0]["sha256"] == sha256_file(DEMO_WEIGHTS), (
+        "avs_engine/models/demo_onnx is stale: rebuild it with the command in avs_engine/models/README.md")
+    assert m.precisions == ["fp32", "fp16"]
+    assert m.model_config().name == "demo"
+    assert m.parity is not None and m.parity["ok"]  # the export passed its parity check against PyTorch
+
+
+def test_package_data_ships_the_graphs():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"**/*.onnx"' in text and '"**/*.json"' in text and '"**/*.safetensors"' in text
+
+
+_NO_TORCH = textwrap.dedent("""
+    import sys
+
+    class _NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "segment_anything", "safetensors"):
+                raise ImportError(f"{name} is blocked in this test (a torch-free install)")
+            return None
+
+    sys.meta_path.insert(0, _NoTorch())
+""")
+
+
+def test_demo_runs_without_torch_and_matches_the_torch_backend(tmp_path, sample_video):
+    """avs-run with no model option in a process where torch cannot be imported gives the torch backend's masks."""
+    from avs_engine.cli.run import main
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_NO_TORCH)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(ROOT)]))
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "blocked" in probe.stderr  # the hook works
+    r = subprocess.run([sys.executable, "-m", "avs_engine.cli.run", str(sample_video), "--project", str(tmp_path / "o"), "--quiet", "--no-overlay"],
+                       env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("model: demo (onnxruntime") and "bundled demo model" in first
+    t = CliRunner().invoke(main, [str(sample_video), "--backend", "torch", "--project", str(tmp_path / "t"), "--quiet", "--no-overlay"])
+    assert t.exit_code == 0, t.output
+    assert "bundled demo model" in t.stderr.splitlines()[0] and "torch" in t.stderr.splitlines()[0]
+    for i in range(1, 7):
+        a = np.asarray(Image.open(tmp_path / "t" / "run" / "clip" / "masks" / f"{i:06d}.png"))
+        b = np.asarray(Image.open(tmp_path / "o" / "run" / "clip" / "masks" / f"{i:06d}.png"))
+        # identical up to pixels whose logit is within float rounding of 0
+        assert (a == b).mean() > 0.9995, i
+    doc = json.loads((tmp_path / "o" / "run" / "clip" / "result.json").read_text())
+    assert doc["model"]["backend"] == "onnxruntime" and doc["model"]["bundled_demo"] is True
+    assert doc["model"]["checkpoint"]["files"][0]["sha256"] == sha256_file(DEMO_WEIGHTS)
