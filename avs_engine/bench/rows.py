@@ -19,11 +19,14 @@ from .proc import child_env, cli_command
 REFERENCE = "torch:float32"
 PRECISIONS = ("float32", "float16", "bfloat16")
 _DEFAULT_PRECISION = {"torch": "float32", "onnxruntime": "float32", "tensorrt": "float16"}
+# The command line's precision names (the same on every command) -> the labels reports use.
+_PRECISION_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row of the report, written ``backend[:precision][+fused]``.
+    """One row of the report, written ``backend[:precision][+fused]``; precision ``fp32``, ``fp16`` or
+    ``bf16`` (``float32``, ``float16``, ``bfloat16`` too; reports label rows with the latter).
 
     ``+fused`` (torch only): the exact-algebra ST-BAVA blocks, and on CUDA the
     fused kernels (``TorchRunner(fused=True)``).
@@ -47,9 +50,9 @@ class RowSpec:
             raise ConfigError(f"backend '{name}' in '{text}': choose from {', '.join(_DEFAULT_PRECISION)}")
         if plus and name != "torch":
             raise ConfigError(f"'{text}': '+fused' applies to the torch backend only")
-        precision = precision or _DEFAULT_PRECISION[name]
+        precision = _PRECISION_NAMES.get(precision, precision) or _DEFAULT_PRECISION[name]
         if precision not in PRECISIONS:
-            raise ConfigError(f"precision '{precision}' in '{text}': choose from {', '.join(PRECISIONS)}")
+            raise ConfigError(f"precision '{precision}' in '{text}': choose from fp32, fp16, bf16")
         return cls(name, precision, bool(plus))
 
 

@@ -222,8 +222,10 @@ def parity_report(
     seed: int = 0,
     precisions: list[str] | None = None,
     fp16_reference: str = "auto",
+    threads: int | None = None,
 ) -> ParityReport:
-    """Measure every graph in ``engine_dir`` against ``model`` (the float32 reference)."""
+    """Measure every graph in ``engine_dir`` against ``model`` (the float32 reference).
+    ``threads``: ONNX Runtime's intra-op threads (default: its own)."""
     import onnxruntime
 
     from ..backends.onnxruntime_backend import OnnxRuntimeRunner
@@ -260,7 +262,7 @@ def parity_report(
 
     got: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for p in precisions:
-        with OnnxRuntimeRunner(engine_dir, providers=["cpu"], precision=p, check_hashes=False) as runner:
+        with OnnxRuntimeRunner(engine_dir, providers=["cpu"], precision=p, check_hashes=False, threads=threads) as runner:
             got[p] = {s: runner.run(s, stage_in[s]) for s in STAGE_ORDER}
             logits = runner.run_clip(clip["image"], clip["log_mel"])
         masks = logits_to_masks(logits, (out_size, out_size), mid=S)

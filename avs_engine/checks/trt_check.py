@@ -49,17 +49,18 @@ OUTPUT_NAMES = tuple(t.name for s in STAGE_ORDER for t in STAGES[s].outputs)
 
 
 def parse_tolerances(values: tuple[str, ...] | list[str], what: str = "tolerance") -> dict[str, float]:
-    """``["0.05", "enc=0.1"]`` -> ``{"*": 0.05, "enc": 0.1}`` (one value for all outputs, or per output)."""
+    """``["0.05", "enc:0.1"]`` -> ``{"*": 0.05, "enc": 0.1}`` (one value for all outputs, or per output;
+    ``NAME:X`` as Polygraphy writes it, or the older ``NAME=X``)."""
     out: dict[str, float] = {}
     for v in values:
-        name, _, num = v.rpartition("=")
+        name, _, num = v.replace("=", ":").rpartition(":")
         name = name or "*"
         if name != "*" and name not in OUTPUT_NAMES:
             raise ConfigError(f"--{what}: unknown output '{name}' (outputs: {', '.join(OUTPUT_NAMES)})")
         try:
             x = float(num)
         except ValueError:
-            raise ConfigError(f"--{what}: '{v}' is not NAME=NUMBER or NUMBER") from None
+            raise ConfigError(f"--{what}: '{v}' is not NAME:NUMBER or NUMBER") from None
         if not x >= 0:
             raise ConfigError(f"--{what}: '{v}' must be >= 0")
         out[name] = x

@@ -10,6 +10,8 @@ import click
 
 from ..errors import AvsError
 from .common import echo_err
+from .options import (CLIP_SECONDS, CONTEXT, AvsCommand, alias, clip_seconds_option, config_option, device_option, threads_option,
+                      version_option, weights_option)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -38,20 +40,23 @@ def _command(params: dict) -> str:
     return shlex.join(parts)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--preset", default="tiny", show_default=True, help="Model preset (tiny, vit_b, vit_l, vit_h) or a JSON config.")
-@click.option("-T", "--T", "T", type=click.IntRange(1, 64), default=5, show_default=True, help="Clip length in seconds (frames per clip).")
-@click.option("--backends", default="torch:float32,onnxruntime", show_default=True,
-              help="Comma-separated rows, backend[:precision]: torch:float32, torch:bfloat16, torch:float16, "
-                   "onnxruntime, tensorrt. torch:float32 (the reference) is always measured, first.")
+@click.command(cls=AvsCommand, context_settings=CONTEXT)
+@config_option("Model preset (tiny, vit_b, vit_l, vit_h) or a JSON config.", default="tiny")
+@alias("--preset", to="config", help="Old spelling of --config.")
+@clip_seconds_option("Clip length T in seconds (frames per clip).")
+@alias("--T", to="clip_seconds", type=CLIP_SECONDS, help="Old spelling of -T/--clip-seconds.")
+@click.option("--backends", default="torch:fp32,onnxruntime", show_default=True,
+              help="Comma-separated rows, backend[:precision][+fused] with precision fp32, fp16 or bf16: torch:fp32, "
+                   "torch:bf16, torch:fp16, torch:fp32+fused (the exact-algebra blocks; on CUDA the fused kernels), "
+                   "onnxruntime[:fp32|fp16], tensorrt. torch:fp32 (the reference) is always measured, first.")
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Measured runs per row (median and p90 over these).")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per row, reported apart.")
-@click.option("--device", default="cpu", show_default=True, help="torch device for torch rows and the matmul peak: cpu, cuda, cuda:1 ...")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch and ONNX Runtime (default: each library's own).")
+@device_option("Where to compute: cpu, cuda or cuda:N (torch and onnxruntime rows, and the matmul peak).")
+@threads_option()
 @click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graphs/engines from avs-export, for onnxruntime/tensorrt rows.")
 @click.option("--export/--no-export", "export_missing", default=True, show_default=True,
               help="onnxruntime rows without --engine-dir: export the same model's graphs first (avs-export onnx, in a child process).")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="A bundle to measure (default: random weights, seed 0: speed does not depend on them); exported for onnxruntime rows.")
+@weights_option("A bundle to measure (default: random weights, seed 0: speed does not depend on them); exported for onnxruntime rows.")
 @click.option("--video-size", default=None, help="Size of the generated test video(s), WIDTHxHEIGHT. Default: 640x360; 320x180 with --streaming.")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Time writing the overlay video as avs-run does.")
 @click.option("--streaming", is_flag=True, help="Instead: avs-run's real-time factor and peak RSS (torch float32, random weights) "
@@ -59,9 +64,10 @@ def _command(params: dict) -> str:
 @click.option("--short-seconds", type=click.IntRange(1), default=10, show_default=True, help="--streaming: the short video's length.")
 @click.option("--long-seconds", type=click.IntRange(1), default=600, show_default=True, help="--streaming: the long video's length.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Report path without extension; writes .json, .md and .png. "
-              "Default: avs_bench_<preset>_T<T> (or avs_bench_streaming).")
+              "Default: avs_bench_<config>_T<T> (or avs_bench_streaming).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def main(preset, T, backends, runs, warmup, device, threads, engine_dir, export_missing, weights, video_size, overlay, streaming,
+@version_option()
+def main(config, clip_seconds, backends, runs, warmup, device, threads, engine_dir, export_missing, weights, video_size, overlay, streaming,
          short_seconds, long_seconds, out, quiet):
     """Time every stage of a clip (decode, log-mel, preprocess, audio, image
     encoder, fusion, mask decoder, post-processing, writing) for each backend,
@@ -80,6 +86,7 @@ def main(preset, T, backends, runs, warmup, device, threads, engine_dir, export_
         ("short_seconds", "long_seconds") if not streaming else
         ("backends", "runs", "warmup", "threads", "engine_dir", "export_missing", "weights"))})
     say = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    preset, T = config, clip_seconds
     try:
         from ..bench.report import write_reports
 

@@ -157,24 +157,39 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
         raise BackendError(f"--fusion-variant needs the torch backend (exported graphs fix the fusion); {where}{hint}")
 
 
-def make_runner(choice: ModelChoice, *, vggish=None, device: str | None = None, precision: str | None = None,
-                fused: bool = False, cuda_graph: bool = False, threads: int | None = None):
-    """The runner for ``choice`` (not yet activated). ``device`` None: cpu (tensorrt: cuda).
-    ``precision`` None: the backend's default (torch fp32; onnxruntime fp32 on CPU, fp16 on a GPU;
-    tensorrt what the engines were built in)."""
+def runner_options(choice: ModelChoice, *, device: str | None = None, precision: str | None = None, fused: bool = False,
+                   cuda_graph: bool = False) -> dict:
+    """The keyword arguments of ``create_runner(choice.backend, ...)`` besides the model. ``device`` None: cpu
+    (tensorrt: cuda). ``precision`` None: the backend's default (torch fp32; onnxruntime fp32 on CPU, fp16 on
+    a GPU; tensorrt what the engines were built in)."""
     if choice.backend == "torch":
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        return create_runner("torch", weights=choice.weights, config=choice.config, vggish=vggish, device=device or "cpu",
-                             dtype=TORCH_DTYPE[precision or "fp32"], fused=fused)
+        return {"device": device or "cpu", "dtype": TORCH_DTYPE[precision or "fp32"], "fused": fused}
     if choice.backend == "onnxruntime":
         device = device or "cpu"
-        return create_runner("onnxruntime", engine_dir=choice.engine_dir, providers=["cpu"] if device == "cpu" else ["cuda"],
-                             precision=precision, device_id=device_index(device), threads=threads)
-    return create_runner("tensorrt", engine_dir=choice.engine_dir, device_id=device_index(device or "cuda"),
-                         cuda_graph=cuda_graph, fused=fused)
+        return {"providers": ["cpu"] if device == "cpu" else ["cuda"], "precision": precision, "device_id": device_index(device)}
+    return {"device_id": device_index(device or "cuda"), "cuda_graph": cuda_graph, "fused": fused}
+
+
+def set_threads(backend: str, threads: int | None) -> dict:
+    """Apply ``--threads``: torch's intra-op threads now; for onnxruntime, the runner option returned."""
+    if not threads:
+        return {}
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        return {}
+    return {"threads": threads} if backend == "onnxruntime" else {}
+
+
+def make_runner(choice: ModelChoice, *, vggish=None, device: str | None = None, precision: str | None = None,
+                fused: bool = False, cuda_graph: bool = False, threads: int | None = None):
+    """The runner for ``choice`` (not yet activated); see :func:`runner_options`."""
+    kw = runner_options(choice, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph)
+    kw.update(set_threads(choice.backend, threads))
+    if choice.backend == "torch":
+        return create_runner("torch", weights=choice.weights, config=choice.config, vggish=vggish, **kw)
+    return create_runner(choice.backend, engine_dir=choice.engine_dir, **kw)
 
 
 def model_description(runner, weights, bundled: bool = False) -> dict:

@@ -9,34 +9,43 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import echo_err
+from .common import BACKENDS, choose_model, echo_err, refuse_inapplicable, runner_options, set_threads
+from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, config_option, device_option, given, precision_option,
+                      threads_option, version_option, weights_option)
 
 
 def _fmt(x) -> str:
     return "  n/a " if x != x else f"{x:.4f}"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="A bundle or checkpoint (default: the bundled demo model).")
-@click.option("--config", "config", default=None, help="Preset or JSON config, for checkpoints that are not bundles.")
-@click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights, for checkpoints without audio weights.")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="torch", show_default=True)
-@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help="Graphs/engines (avs-export) for onnxruntime/tensorrt.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
-@click.option("--generated", "generated", type=int, default=0, help="Score N generated clips of the held-out test seed range (e.g. 300).")
+@click.command(cls=AvsCommand, context_settings=CONTEXT)
+@weights_option("A bundle or checkpoint, scored on the torch backend (default: the bundled demo model).")
+@config_option("Preset or JSON config, for checkpoints that are not bundles.")
+@click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torch backend: torchvggish weights, for checkpoints without audio weights.")
+@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Graphs from avs-export onnx (onnxruntime backend) or engines from avs-export build (tensorrt backend).")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
+                   "--weights: torch; no model option: the bundled demo model on onnxruntime).")
+@device_option("Where to compute: cpu, cuda or cuda:N.  [default: cpu; tensorrt: cuda]", default=None)
+@precision_option("fp32, fp16 or bf16 (torch: the model's dtype; onnxruntime: which exported graphs; tensorrt: the engines' own).  "
+                  "[default: fp32; tensorrt the engines' own]")
+@alias("--dtype", to="precision", type=click.Choice(["float32", "float16", "bfloat16"]), convert=PRECISION_ALIASES.get,
+       help="Old spelling of --precision (float32, float16, bfloat16).")
+@click.option("--generated", "generated", type=click.IntRange(0), default=0, help="Score N generated clips of the held-out test seed range (e.g. 300).")
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path), help="AVSBench folder.")
 @click.option("--log-mel", type=click.Choice(["wav", "pickle"]), default="wav", show_default=True, help="AVSBench audio: our log-mel of audio_wav, or the shipped audio_log_mel pickles (read without executing them).")
-@click.option("--subset", type=click.Choice(["s4", "ms3"]), default="s4", show_default=True)
-@click.option("--split", default="test", show_default=True)
+@click.option("--subset", type=click.Choice(["s4", "ms3"]), default="s4", show_default=True, help="AVSBench subset: single source (s4) or multiple sources (ms3).")
+@click.option("--split", default="test", show_default=True, help="AVSBench split to score (train, val or test).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/cache"), show_default=True, help="Where generated splits are cached.")
-@click.option("--limit", type=int, help="Score only the first N videos.")
+@click.option("--limit", type=click.IntRange(1), help="Score only the first N videos.")
 @click.option("--fusion-variant", type=click.Choice(["full", "no_temporal", "no_audio_update"]), help="torch backend: run the fusion as this ablation (default: what the bundle was trained as).")
-@click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; on a busy machine 1 is often fastest).")
+@threads_option()
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics (and per-video scores) here; default: runs/eval*/metrics.json.")
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
-@click.option("-q", "--quiet", is_flag=True)
-def main(weights, config, vggish, backend, engine_dir, device, dtype, generated, data_root, log_mel, subset, split, cache_dir, limit,
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Folder holding the numbered eval folders (runs/eval, runs/eval2, ...).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@version_option()
+def main(weights, config, vggish, engine_dir, backend, device, precision, generated, data_root, log_mel, subset, split, cache_dir, limit,
          fusion_variant, threads, json_out, project, quiet):
     """Score a model with AVSBench's metrics (sigmoid > 0.5 IoU, where a frame with an
     empty mask scores its predicted-background fraction; F-score with beta^2 = 0.3,
@@ -45,12 +54,22 @@ def main(weights, config, vggish, backend, engine_dir, device, dtype, generated,
 
     Generated sets also report the noise-burst seconds alone.
     """
+    ctx = click.get_current_context()
     try:
+        choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
+        refuse_inapplicable(choice, precision=precision, vggish=vggish, threads=threads, fusion_variant=fusion_variant,
+                            device=device if given(ctx, "device") else None)
         from ..train.eval_api import run_eval
 
-        doc = run_eval(weights=weights, config=config, vggish=vggish, backend=backend, engine_dir=engine_dir, device=device,
-                       dtype=dtype, generated=generated, data_root=data_root, log_mel=log_mel, subset=subset, split=split, cache_dir=cache_dir,
-                       limit=limit, fusion_variant=fusion_variant, threads=threads, progress=not quiet)
+        options = runner_options(choice, device=device, precision=precision)
+        options.update(set_threads(choice.backend, threads) if choice.backend != "torch" else {})
+        doc = run_eval(weights=choice.weights, config=choice.config, vggish=vggish, backend=choice.backend, engine_dir=choice.engine_dir,
+                       device=options.get("device", "cpu"), dtype=options.get("dtype", "float32"), generated=generated, data_root=data_root,
+                       log_mel=log_mel, subset=subset, split=split, cache_dir=cache_dir, limit=limit, fusion_variant=fusion_variant,
+                       threads=threads or 0, progress=not quiet,
+                       runner_options=None if choice.backend == "torch" else {k: v for k, v in options.items() if k != "fused"})
+        if choice.bundled:
+            doc["model"]["summary"] += " - the bundled demo model"
     except AvsError as e:
         echo_err(str(e))
         sys.exit(2)

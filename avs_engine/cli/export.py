@@ -9,9 +9,12 @@ import click
 
 from ..errors import AvsError, BackendError, CheckpointError
 from .common import echo_err
+from .options import (CLIP_SECONDS, CONTEXT, AvsGroup, alias, clip_seconds_option, config_option, precision_option, threads_option,
+                      version_option, weights_option)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AvsGroup, context_settings=CONTEXT)
+@version_option()
 def main():
     """Export ST-BAVA for deployment.
 
@@ -22,20 +25,24 @@ def main():
     """
 
 
-@main.command("onnx")
-@click.option("--config", "config", default=None, help="Preset (tiny, vit_b, vit_l, vit_h) or a JSON config; needed for checkpoints that are not bundles.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="An avs-engine bundle (.safetensors) or a checkpoint (with --config).")
+@main.command("onnx", context_settings=CONTEXT)
+@config_option("Preset (tiny, vit_b, vit_l, vit_h) or a JSON config; needed for checkpoints that are not bundles.")
+@weights_option("An avs-engine bundle (.safetensors) or a checkpoint (with --config).")
 @click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights, for checkpoints without audio weights.")
 @click.option("--allow-missing-fusion", is_flag=True, help="Accept SAMA-AVS/SAM checkpoints; the missing parts keep a random init.")
 @click.option("--seed", type=int, default=None, help="Random weights with this seed instead of --weights (tests and benchmarks only).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the graphs and manifest.json.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]), default="both", show_default=True)
+@precision_option("Which graphs to write, comma-separated: fp32, fp16 (float16 with float32 islands) or both.",
+                  default="fp32,fp16", choices=("fp32", "fp16"), multiple=True, legacy={"both": "fp32,fp16"})
 @click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Measure parity against PyTorch on ONNX Runtime CPU and print the report.")
-@click.option("--verify-frames", type=click.IntRange(1, 64), default=2, show_default=True, help="Clip length T of the parity check.")
+@clip_seconds_option("Clip length T of the parity check.", default=2)
+@alias("--verify-frames", to="clip_seconds", type=CLIP_SECONDS, help="Old spelling of -T/--clip-seconds.")
+@threads_option()
+@version_option()
 @click.option("--fp16-reference", type=click.Choice(["auto", "half", "rounded"]), default="auto", show_default=True,
               help="PyTorch fp16 yardstick: the model in float16, or float32 kernels with float16 rounding (fast on CPU).")
-def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision, opset, verify, verify_frames, fp16_reference):
+def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision, opset, verify, clip_seconds, threads, fp16_reference):
     """Export the four graphs (audio, image_encoder, fusion, mask_decoder) to ONNX.
 
     Writes OUT/fp32/*.onnx and/or OUT/fp16/*.onnx (float16 with float32
@@ -47,13 +54,19 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
     try:
         from ..export.onnx_export import check_options, export_onnx
 
+        precision = export_precision(precision)
         check_options(precision, opset)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         model, checkpoint = load_model(config, weights, vggish, allow_missing_fusion, seed)
         click.echo(f"model: {model.config.name} ({checkpoint.get('summary', '')}) -> {out}")
         result = export_onnx(model, out, precision=precision, opset=opset, checkpoint=checkpoint, verify=verify,
-                             verify_frames=verify_frames, fp16_reference=fp16_reference, progress=click.echo)
+                             verify_frames=clip_seconds, fp16_reference=fp16_reference, progress=click.echo,
+                             threads=threads)
     except ModuleNotFoundError as e:
-        echo_err(f"avs-export onnx needs {e.name}: pip install 'avs-engine[torch,onnx]'")
+        echo_err(f"avs-export onnx needs {e.name}: pip install 'avs-engine[export]'")
         sys.exit(2)
     except (AvsError, OSError) as e:
         echo_err(str(e))
@@ -66,6 +79,14 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
             echo_err(f"parity check failed ({'; '.join(report.failures())}); graphs left in {out}")
             sys.exit(1)
     click.echo(f"graphs and manifest saved to {out}")
+
+
+def export_precision(precision) -> str:
+    """``--precision`` of avs-export onnx (a tuple of fp32/fp16, or the old ``both``) -> what export_onnx takes."""
+    wanted = set()
+    for p in (precision if isinstance(precision, tuple) else (precision,)):
+        wanted |= {"fp32", "fp16"} if p == "both" else {p}
+    return "both" if wanted == {"fp32", "fp16"} else wanted.pop()
 
 
 def load_model(config, weights, vggish, allow_missing_fusion, seed):

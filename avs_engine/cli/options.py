@@ -115,13 +115,13 @@ def weights_option(help: str, **kw):
     return click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help=help, **kw)
 
 
-def config_option(help: str = "Model preset (tiny, vit_b, vit_l, vit_h) or a JSON config file.", **kw):
-    return click.option("--config", "config", default=None, metavar="PRESET|FILE", help=help, **kw)
+def config_option(help: str = "Model preset (tiny, vit_b, vit_l, vit_h) or a JSON config file.", default: str | None = None, **kw):
+    return click.option("--config", "config", default=default, show_default=default is not None, metavar="PRESET|FILE", help=help, **kw)
 
 
 def clip_seconds_option(help: str = "Clip length T in seconds (one frame per second; the model was trained on 5).",
                         default: int | None = 5, **kw):
-    return click.option("-T", "--clip-seconds", "clip_seconds", type=CLIP_SECONDS, default=default,
+    return click.option("-T", "--clip-seconds", "clip_seconds", type=CLIP_SECONDS, default=default, metavar="SECONDS",
                         show_default=default is not None, help=help, **kw)
 
 
@@ -140,7 +140,7 @@ THREADS_HELP = ("CPU threads for the computation (torch's and ONNX Runtime's int
 
 
 def threads_option(help: str = THREADS_HELP, **kw):
-    return click.option("--threads", type=ThreadsType(), default=None, help=help, **kw)
+    return click.option("--threads", type=ThreadsType(), default=None, metavar="N", help=help, **kw)
 
 
 def version_option():

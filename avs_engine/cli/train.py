@@ -9,17 +9,35 @@ import click
 
 from ..errors import AvsError
 from .common import echo_err
+from .options import (CONTEXT, THREADS_HELP, AvsCommand, alias, config_option, device_option, threads_option, version_option,
+                      weights_option)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--preset-file", type=click.Path(dir_okay=False, path_type=Path), help="JSON with a model config and recipe overrides ({'model': ..., 'train': ...}), e.g. avs_engine/models/demo_preset.json.")
-@click.option("--config", "config", default=None, help="Model preset or JSON config (with the paper's recipe); ignored with --preset-file.")
+def is_preset_file(config: str) -> bool:
+    """Whether ``--config`` names a training preset file ({"model": ..., "train": ...}) rather than a model config."""
+    import json
+
+    p = Path(config)
+    if p.suffix.lower() != ".json" or not p.is_file():
+        return False
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and ("model" in d or "train" in d)
+
+
+@click.command(cls=AvsCommand, context_settings=CONTEXT)
+@config_option("Model preset or JSON config (trained with the paper's recipe), or a preset file: JSON with a model config and "
+               "recipe overrides ({'model': ..., 'train': ...}), e.g. avs_engine/models/demo_preset.json.")
+@alias("--preset-file", to="config", type=click.Path(dir_okay=False), help="Old spelling of --config (a preset file).")
 @click.option("--generated", is_flag=True, help="Train on generated sounding-object clips (train/val seed ranges) instead of AVSBench.")
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path), help="AVSBench folder (s4_meta_data.csv / ms3_meta_data.csv, visual_frames, audio_wav, gt_masks).")
 @click.option("--log-mel", type=click.Choice(["wav", "pickle"]), default="wav", show_default=True, help="AVSBench audio: our log-mel of audio_wav, or the shipped audio_log_mel pickles (read without executing them).")
 @click.option("--subset", type=click.Choice(["s4", "ms3"]), default="s4", show_default=True, help="S4 protocol (loss on the first frame of train videos) or MS3 (all frames).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/cache"), show_default=True, help="Where generated splits are cached.")
-@click.option("--init", "init_weights", type=click.Path(dir_okay=False, path_type=Path), help="Starting weights: SAM, SAMA-AVS or ST-BAVA checkpoint, or a bundle (missing parts start random).")
+@weights_option("Starting weights: SAM, SAMA-AVS or ST-BAVA checkpoint, or a bundle (missing parts start random).")
+@alias("--init", to="weights", type=click.Path(dir_okay=False, path_type=Path), help="Old spelling of --weights.")
 @click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torchvggish weights for the audio backbone.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), help="Continue from a run's last.pt (same options as that run).")
 @click.option("--epochs", type=int, help="Override the recipe's epochs.")
@@ -30,12 +48,13 @@ from .common import echo_err
 @click.option("--generated-val", type=int, help="Override: number of generated validation clips.")
 @click.option("--fusion-variant", type=click.Choice(["full", "no_temporal", "no_audio_update"]), help="Ablation of the fusion (same weights layout).")
 @click.option("--seed", type=int, help="Override the seed (initialisation and batch order).")
-@click.option("--threads", type=int, help="torch CPU threads (on a busy machine 1 is often fastest).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
+@threads_option(THREADS_HELP + " On a busy machine 1 is often fastest.")
+@device_option()
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Folder holding the numbered training folders.")
 @click.option("--name", default="train", show_default=True, help="Run folder: runs/train, runs/train2, ...")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def main(preset_file, config, generated, data_root, log_mel, subset, cache_dir, init_weights, vggish, resume, epochs, steps_per_epoch,
+@version_option()
+def main(config, generated, data_root, log_mel, subset, cache_dir, weights, vggish, resume, epochs, steps_per_epoch,
          lr, batch_clips, generated_train, generated_val, fusion_variant, seed, threads, device, project, name, quiet):
     """Train ST-BAVA; validation mIoU each epoch; the best epoch is saved as
     best.safetensors (a bundle avs-run/avs-eval load) and best_authors.pth (the
@@ -44,14 +63,17 @@ def main(preset_file, config, generated, data_root, log_mel, subset, cache_dir, 
     The default recipe is the paper's (frozen SAM encoder and VGGish, Adam 1e-4,
     BCE); a preset file can change it. The bundled demo model is made by:
 
-        avs-train --preset-file avs_engine/models/demo_preset.json --generated
+        avs-train --config avs_engine/models/demo_preset.json --generated
     """
+    preset_file = None
+    if config is not None and is_preset_file(config):
+        preset_file, config = Path(config), None
     try:
         from ..train.api import run_training
 
         result = run_training(
             preset_file=preset_file, config=config, generated=generated, data_root=data_root, subset=subset, log_mel=log_mel,
-            cache_dir=cache_dir, init_weights=init_weights, vggish=vggish, resume=resume, device=device,
+            cache_dir=cache_dir, init_weights=weights, vggish=vggish, resume=resume, device=device,
             project=project, name=name, progress=not quiet,
             overrides=dict(epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, batch_clips=batch_clips,
                            generated_train=generated_train, generated_val=generated_val,

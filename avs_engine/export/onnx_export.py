@@ -224,6 +224,7 @@ def export_onnx(
     verify_frames: int = 2,
     fp16_reference: str = "auto",
     progress: Progress = lambda msg: None,
+    threads: int | None = None,
 ) -> ExportResult:
     """Write the four graphs (``precision``: fp32, fp16 or both) and ``manifest.json`` to ``out_dir``.
 
@@ -232,6 +233,7 @@ def export_onnx(
     ``external_data``: None decides per graph by size;
     ``verify``: measure parity against ``model`` on a clip of ``verify_frames`` frames
     (:func:`avs_engine.checks.onnx_parity.parity_report`) and store the report in the manifest. ``progress`` receives one line per step.
+    ``threads``: ONNX Runtime's intra-op threads for the check (default: its own).
     """
     check_options(precision, opset)
     precisions = PRECISION_CHOICES[precision]
@@ -278,7 +280,7 @@ def export_onnx(
         from ..checks.onnx_parity import parity_report
 
         progress(f"verifying against PyTorch on ONNX Runtime CPU (T={verify_frames}) ...")
-        report = parity_report(model, out, T=verify_frames, fp16_reference=fp16_reference)
+        report = parity_report(model, out, T=verify_frames, fp16_reference=fp16_reference, threads=threads)
         manifest.parity = report.to_dict()
         manifest.write(out)
     return ExportResult(out_dir=out, manifest=manifest, report=report)

@@ -33,7 +33,8 @@ def _torch_model(weights, config, vggish, fusion_variant):
 
 def run_eval(*, weights=None, config=None, vggish=None, backend="torch", engine_dir=None, device="cpu", dtype="float32",
              generated=0, data_root=None, log_mel="wav", subset="s4", split="test", cache_dir=None, limit=None, fusion_variant=None,
-             threads=0, progress=True) -> dict:
+             threads=0, progress=True, runner_options=None) -> dict:
+    """``runner_options``: more keyword arguments for the onnxruntime/tensorrt runner (providers, precision, threads...)."""
     if backend == "torch":
         if threads:
             import torch
@@ -49,7 +50,7 @@ def run_eval(*, weights=None, config=None, vggish=None, backend="torch", engine_
             raise BackendError(f"--backend {backend} needs --engine-dir DIR (made by avs-export)")
         if fusion_variant not in (None, "full"):
             raise BackendError("--fusion-variant applies to the torch backend only (exported graphs fix the fusion)")
-        runner = create_runner(backend, engine_dir=engine_dir)
+        runner = create_runner(backend, engine_dir=engine_dir, **(runner_options or {}))
     runner.activate()
     cfg = runner.config
     variant = cfg.fusion.variant

@@ -46,10 +46,11 @@ def standin(monkeypatch):
 
 
 def test_tolerance_parsing():
-    assert parse_tolerances(["0.05", "enc=0.1"]) == {"*": 0.05, "enc": 0.1}
+    assert parse_tolerances(["0.05", "enc:0.1"]) == {"*": 0.05, "enc": 0.1}  # Polygraphy's NAME:X
+    assert parse_tolerances(["enc=0.1"]) == {"enc": 0.1}  # the older spelling
     with pytest.raises(ConfigError, match="unknown output 'masks'"):
-        parse_tolerances(["masks=1"], "atol")
-    with pytest.raises(ConfigError, match="not NAME=NUMBER"):
+        parse_tolerances(["masks:1"], "atol")
+    with pytest.raises(ConfigError, match="not NAME:NUMBER"):
         parse_tolerances(["enc=abc"], "rtol")
     with pytest.raises(ConfigError, match=">= 0"):
         parse_tolerances(["-1"])
