@@ -6,6 +6,8 @@ lower precisions cast the whole model (a pass, the model code stays plain).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -79,6 +81,11 @@ class TorchRunner(Runner):
         reason = self.unavailable_reason()
         if reason:
             raise BackendError(f"torch backend {reason}")
+        if "torch" not in sys.modules:
+            # The pipeline decodes and writes on other threads while the model runs: OpenMP workers
+            # that spin between parallel regions then fight those threads for the cores (measured on
+            # 2 cores: the demo's model stages 5-20x slower). Idle workers should sleep instead.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
         from ..reference.build import build_model
