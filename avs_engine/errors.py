@@ -25,6 +25,14 @@ class CheckpointError(AvsError):
     """A checkpoint cannot be read, or its keys/shapes do not fit the model."""
 
 
+class DatasetError(AvsError):
+    """A data set folder is missing files or does not have the AVSBench layout."""
+
+
+class ReportError(AvsError, ValueError):
+    """A benchmark report does not have the documented shape; the message lists every problem."""
+
+
 class ShapeError(AvsError):
     """An array handed to a stage has the wrong name, dtype or shape."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from numbers import Number
 
+from ..errors import ReportError
+
 COUNT_KEYS = frozenset({
     "T", "runs", "warmup", "n", "repetitions", "cores", "cores_usable", "width", "height",
     "n_frames", "channels", "calls", "clips",
@@ -24,10 +26,6 @@ _TOP = {
 _MACHINE = ("cpu", "cores", "cores_usable", "gpus")
 _ROW_OK = ("label", "backend", "precision", "status", "runner", "warmup", "stages", "totals", "throughput", "memory")
 _STAT = ("median", "p90", "runs", "ratio_to_reference")
-
-
-class ReportError(ValueError):
-    """The report does not have the documented shape; the message lists every problem."""
 
 
 def _is_num(x) -> bool:

@@ -37,16 +37,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import AvsError
+from ..errors import DatasetError
 from ..io.logmel import vggish_examples
 
 EVAL_SIZE = 224
 SUBSETS = ("s4", "ms3")
 GENERATED_META = "generated.json"  # written next to generated data sets: per-clip facts (burst seconds, ...)
-
-
-class DatasetError(AvsError):
-    """A data set folder is missing files or does not have the AVSBench layout."""
 
 
 @dataclass
