@@ -2,7 +2,9 @@
 
 The third of the pipeline's three pieces. Each second's logits are upsampled
 to the video's size, thresholded, summarised (area, box) and written as a
-PNG; ``save_logits`` also keeps the low-resolution logits; the overlay video
+PNG (or, with ``mask_format="rle"``, as a COCO run-length encoding in one
+``masks.rle.json``: :mod:`avs_engine.runtime.rle`); ``save_logits`` also keeps
+the low-resolution logits; the overlay video
 is written alongside. Masks and ``result.json`` are the primary outputs: an
 overlay that cannot be written (an audio format the encoder refuses, a
 muxing error) becomes a warning, never a lost video.
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..io.postprocess import logits_to_masks, mask_stats
 from ..io.writers import OverlayWriter, write_mask_png
+from . import rle
 from .model_step import ClipPrediction
 from .results import SecondResult, VideoResult
 from .threads import Worker
@@ -24,6 +28,8 @@ from .threads import Worker
 LOGITS_DIR = "logits"
 MASKS_DIR = "masks"
 OVERLAY_NAME = "overlay.mp4"
+RLE_NAME = "masks.rle.json"
+MASK_FORMATS = ("png", "rle")
 
 
 def second_file(second: int, suffix: str) -> str:
@@ -42,16 +48,25 @@ class VideoWriter:
     ``result``: the video's record (size, path); each written second is
     appended to ``result.seconds`` and any overlay failure to ``result.warnings``.
     ``mid``: the encoder input side (logits go up to it, then to the video's size).
+    ``mask_format``: ``"png"`` (``masks/000001.png`` per second) or ``"rle"``
+    (every second's COCO RLE in ``masks.rle.json``, written by :meth:`close`;
+    also kept in :attr:`rles`, second -> ``{"size": [h, w], "counts": str}``).
     """
 
     def __init__(self, result: VideoResult, out_dir: Path, mid: int, *, overlay: bool = True,
-                 save_logits: bool = False, depth: int = 2) -> None:
+                 save_logits: bool = False, depth: int = 2, mask_format: str = "png") -> None:
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
         self.result = result
         self.out_dir = Path(out_dir)
         self.mid = int(mid)
         self.save_logits = save_logits
+        self.mask_format = mask_format
+        self.rles: dict[int, dict] = {}
         self.seconds_s = {"postprocess": 0.0, "write": 0.0}
-        (self.out_dir / MASKS_DIR).mkdir(parents=True, exist_ok=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if mask_format == "png":
+            (self.out_dir / MASKS_DIR).mkdir(exist_ok=True)
         if save_logits:
             (self.out_dir / LOGITS_DIR).mkdir(exist_ok=True)
         self.overlay_path: Path | None = None
@@ -70,6 +85,13 @@ class VideoWriter:
     def close(self) -> Path | None:
         """Finish every queued second and the overlay; returns the overlay's path (None if not written)."""
         self._worker.close()
+        if self.mask_format == "rle":
+            t0 = time.perf_counter()
+            h, w = self.result.height, self.result.width
+            write_json_atomic(self.out_dir / RLE_NAME, {
+                "format": rle.FORMAT, "order": "column-major", "size": [h, w],
+                "seconds": [{"second": k, **self.rles[k]} for k in sorted(self.rles)]}, indent=None)
+            self.seconds_s["write"] += time.perf_counter() - t0
         if self._overlay is not None:
             t0 = time.perf_counter()
             try:
@@ -96,7 +118,10 @@ class VideoWriter:
             mask = logits_to_masks(logits[None], size_hw, mid=self.mid)[0]
             stats = mask_stats(mask)
             t1 = time.perf_counter()
-            write_mask_png(self.out_dir / MASKS_DIR / second_file(second, ".png"), mask)
+            if self.mask_format == "rle":
+                self.rles[second] = rle.encode(mask)
+            else:
+                write_mask_png(self.out_dir / MASKS_DIR / second_file(second, ".png"), mask)
             if self.save_logits:
                 _save_npy(self.out_dir / LOGITS_DIR / second_file(second, ".npy"), logits[0].astype(np.float16))
             if self._overlay is not None:
