@@ -74,3 +74,23 @@ def test_demo_runs_without_torch_and_matches_the_torch_backend(tmp_path, sample_
     doc = json.loads((tmp_path / "o" / "run" / "clip" / "result.json").read_text())
     assert doc["model"]["backend"] == "onnxruntime" and doc["model"]["bundled_demo"] is True
     assert doc["model"]["checkpoint"]["files"][0]["sha256"] == sha256_file(DEMO_WEIGHTS)
+
+
+def test_extras_keep_torch_out_of_the_base_and_ort_installs():
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda req: re.split(r"[<>=!\[; ]", req, maxsplit=1)[0].lower()  # noqa: E731
+    base = {name(r) for r in project["dependencies"]}
+    assert base == {"numpy", "av", "click", "tqdm", "pillow"}
+    extras = {k: {name(r) for r in v} for k, v in project["optional-dependencies"].items()}
+    assert extras["ort"] == {"onnxruntime"} and extras["ort-gpu"] == {"onnxruntime-gpu"}
+    assert {"torch", "torchvision", "segment-anything", "safetensors"} <= extras["torch"] <= extras["export"]
+    assert {"onnx", "onnxscript", "onnxruntime"} <= extras["export"]
+    assert any(r.replace(" ", "") == "cuda-python>=12.8" for r in project["optional-dependencies"]["trt"])
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    test_line = next(line for line in ci.splitlines() if "python -m pytest" in line)
+    assert test_line in readme  # CI runs the README's second command
+    assert "pip install -e '.[ort]' && avs-run demo/demo.mp4" in readme

@@ -20,7 +20,7 @@ def run_training(*, preset_file=None, config=None, generated=False, data_root=No
     elif config is not None:
         model_cfg, recipe = resolve(config), TrainConfig()
     else:
-        raise ConfigError("no model: pass --preset-file FILE or --config PRESET")
+        raise ConfigError("no model: pass --config PRESET, a JSON config or a preset file")
     recipe = recipe.replace(**(overrides or {}))
     if recipe.threads:
         import torch
