@@ -123,7 +123,7 @@ def test_cli_is_a_thin_shell(tmp_path, report, monkeypatch):
     s = seen["settings"]
     assert (s.preset, s.T, s.runs, s.warmup) == ("tiny", 2, 2, 1)
     assert [x.label for x in s.rows] == [REFERENCE, "torch:bfloat16", "onnxruntime:float32"]
-    assert s.command.startswith("avs-bench --preset tiny --T 2 --backends torch:bfloat16,onnxruntime --runs 2")
+    assert s.command.startswith("avs-bench --config tiny --clip-seconds 2 --backends torch:bfloat16,onnxruntime --runs 2")
     assert "onnxruntime:float32: not available" in r.output and "Reports written to" in r.output
     assert (tmp_path / "r.json").exists() and (tmp_path / "r.md").exists() and (tmp_path / "r.png").exists()
     bad = CliRunner().invoke(main, ["--backends", "torch:int8", "--out", str(out)])
