@@ -20,7 +20,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "avs_engine"
 
 # Packages the engine path (decode -> runner -> outputs) is made of.
-RUNTIME_SIDE = ("runtime", "io", "artifacts", "gpu", "kernels", "backends", "atomic", "errors", "config", "models")
+RUNTIME_SIDE = ("runtime", "io", "artifacts", "gpu", "kernels", "backends", "atomic", "errors", "config", "models",
+                "scale")
 # What the engine path must never import: torch-only code and the tools above it.
 TORCH_SIDE = ("reference", "export", "exact", "train", "checks", "bench", "cli", "data")
 

@@ -1,0 +1,244 @@
+"""The batch job's driver: which videos are left, the Ray Data pipeline over them, progress and the summary.
+
+::
+
+    sources ─► decode tasks (CPU) ─► inference actor pool ─► writer tasks (CPU) ─► driver
+               clip source          run_clips, batched      VideoWriter + rename    failures.jsonl,
+                                                                                    progress, summary
+
+Resumable and idempotent: videos whose ``result.json`` is committed are
+skipped, and so are videos in the failures file (unless ``retry_failed``);
+a job killed at any point leaves only complete video folders (and staging
+folders, removed by the next job), so running it again picks up where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ..atomic import write_json_atomic
+from .model import RunnerSpec
+from .outputs import SUMMARY_NAME, OutputDir
+
+STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
+from .resources import ResourcePlan, plan_resources
+from .sources import Source
+from .stages import STAGE_ORDER, InferenceActor, decode_video, write_video
+
+
+@dataclass
+class BatchConfig:
+    """What a batch job does. ``plan_options``: keyword arguments of :func:`plan_resources` (actors,
+    actor_cpus, actor_gpus, threads, decode_cpus, write_cpus, videos_per_batch)."""
+
+    out_dir: str
+    runner: RunnerSpec
+    img_size: int = 224
+    clip_seconds: int = 5
+    resize: str = "avsbench"
+    allow_silent: bool = False
+    mask_format: str = "rle"
+    overlay: bool = False
+    max_frames: int | None = None
+    retry_failed: bool = False
+    fetch_max_bytes: int | None = None
+    plan_options: dict = field(default_factory=dict)
+
+
+def ray_context(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+                object_store_mb: int | None = None, quiet: bool = True):
+    """Join the cluster at ``address`` (``auto``: the one this node belongs to), or start Ray on this machine;
+    an already initialised Ray (a test session, a notebook) is used as it is."""
+    import ray
+
+    if not ray.is_initialized():
+        kwargs: dict = {"include_dashboard": False, "log_to_driver": not quiet}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus)
+            if object_store_mb:
+                kwargs["object_store_memory"] = int(object_store_mb) << 20
+        ray.init(**kwargs)
+    if quiet:  # the job prints its own progress; Ray Data's warnings and errors still show
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    return ray
+
+
+def pending(sources: Sequence[Source], out: OutputDir, retry_failed: bool) -> tuple[list[Source], int, int, dict]:
+    """(to run, skipped as done, skipped as failed, the failure records kept).
+
+    The failures file is rewritten first: records of videos now done, or about to be retried, are dropped."""
+    done = out.done_ids()
+    failures = out.read_failures()
+    todo, n_done, n_failed = [], 0, 0
+    for s in sources:
+        if s.video_id in done:
+            n_done += 1
+        elif s.video_id in failures and not retry_failed:
+            n_failed += 1
+        else:
+            todo.append(s)
+    retried = {s.video_id for s in todo}
+    kept = {k: v for k, v in failures.items() if k not in done and k not in retried}
+    if kept != failures:
+        out.write_failures(kept.values())
+    return todo, n_done, n_failed, kept
+
+
+class Progress:
+    """A line on stderr every ``every_s`` seconds and at the end: videos, failures, seconds of video per second."""
+
+    def __init__(self, total: int, enabled: bool = True, every_s: float = 5.0, stream=None) -> None:
+        self.total, self.enabled, self.every_s = total, enabled, every_s
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.done = self.failed = 0
+        self.video_s = 0.0
+
+    def update(self, ok: bool, video_s: float) -> None:
+        if ok:
+            self.done += 1
+            self.video_s += video_s
+        else:
+            self.failed += 1
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= self.every_s or self.done + self.failed == self.total):
+            self.last = now
+            print(self.line(), file=self.stream, flush=True)
+
+    def line(self) -> str:
+        wall = time.perf_counter() - self.t0
+        n = self.done + self.failed
+        rate = self.video_s / wall if wall > 0 else 0.0
+        eta = (self.total - n) * wall / n if n else float("nan")
+        return (f"avs-batch: {n}/{self.total} videos ({self.done} done, {self.failed} failed), "
+                f"{self.video_s:.0f} s of video in {wall:.1f} s = {rate:.2f} s/s, ETA {eta:.0f} s")
+
+
+def build_dataset(todo: Sequence[Source], cfg: BatchConfig, plan: ResourcePlan):
+    """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated)."""
+    import ray
+
+    items = [{"video_id": s.video_id, "source": s.source} for s in todo]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    # The memory request also keeps Ray Data from fusing the decode step into the actors (their resources differ).
+    ds = ds.map(decode_video, num_cpus=plan.decode_cpus, memory=plan.decode_memory_mb << 20,
+                fn_kwargs={"img_size": cfg.img_size, "clip_seconds": cfg.clip_seconds, "resize": cfg.resize,
+                           "allow_silent": cfg.allow_silent, "max_bytes": cfg.fetch_max_bytes})
+    ds = ds.map_batches(InferenceActor, fn_constructor_kwargs={"spec": cfg.runner, "max_frames": cfg.max_frames},
+                        batch_size=plan.videos_per_batch, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
+    ds = ds.map(write_video, num_cpus=plan.write_cpus,
+                fn_kwargs={"out_dir": str(cfg.out_dir), "mask_format": cfg.mask_format, "overlay": cfg.overlay,
+                           "fetch_max_bytes": cfg.fetch_max_bytes})
+    return ds
+
+
+def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = True, address: str | None = None,
+              ray_kwargs: dict | None = None, on_row: Callable[[dict], None] | None = None) -> dict:
+    """Run the job; returns the summary (also written to ``out_dir/summary.json``).
+
+    ``address``: a Ray cluster to join (None: start Ray here, or use the one already initialised).
+    ``on_row``: called with each video's summary row as it finishes.
+    """
+    t0 = time.perf_counter()
+    out = OutputDir(cfg.out_dir).lock()
+    try:
+        cleaned = out.clean_staging()
+        todo, skipped_done, skipped_failed, _ = pending(sources, out, cfg.retry_failed)
+        counts = {"inputs": len(sources), "done": 0, "failed": 0, "skipped_done": skipped_done,
+                  "skipped_failed": skipped_failed, "staging_removed": cleaned}
+        stages: dict[str, float] = {}
+        video_s, plan, ray_info, operators = 0.0, None, None, []
+        prog = Progress(len(todo), enabled=progress)
+        if todo:
+            ray = ray_context(address, **(ray_kwargs or {}))
+            res = ray.cluster_resources()
+            plan = plan_resources(res.get("CPU", 1.0), res.get("GPU", 0.0), device=cfg.runner.device,
+                                  **cfg.plan_options)
+            ray_info = {"version": ray.__version__, "cluster_cpus": res.get("CPU", 0.0),
+                        "cluster_gpus": res.get("GPU", 0.0), "nodes": len(ray.nodes())}
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False
+            if progress:
+                print(f"avs-batch: {len(todo)} to run, {skipped_done} already done, {skipped_failed} failed before "
+                      f"(--retry-failed to run them again); {plan.actors} actor(s) x {plan.actor_cpus:g} CPU"
+                      f"{f' x {plan.actor_gpus:g} GPU' if plan.actor_gpus else ''}", file=sys.stderr, flush=True)
+            if cfg.runner.threads is None and plan.threads:
+                cfg = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, threads=plan.threads))
+            ds = build_dataset(todo, cfg, plan)
+            for row in ds.iter_rows():
+                row = dict(row)
+                ok = bool(row["ok"])
+                if ok:
+                    counts["done"] += 1
+                    video_s += float(row["duration_s"])
+                    for k, v in json.loads(row["timings"]).items():
+                        stages[k] = stages.get(k, 0.0) + v
+                else:
+                    counts["failed"] += 1
+                    out.append_failure({"video_id": row["video_id"], "source": row["source"], "stage": row["stage"],
+                                        "error": row["error"]})
+                prog.update(ok, float(row["duration_s"]))
+                if on_row is not None:
+                    on_row(row)
+            stats = ds.stats()
+            (out.root / STATS_NAME).write_text(stats + "\n", encoding="utf-8")
+            operators = re.findall(r"^Operator \d+ (.+?): ", stats, flags=re.M)
+        wall = time.perf_counter() - t0
+        summary = _summary(counts, video_s, wall, stages, plan, cfg, ray_info, out)
+        summary["operators"] = operators
+        write_json_atomic(out.root / SUMMARY_NAME, summary)
+        return summary
+    finally:
+        out.unlock()
+
+
+def _summary(counts, video_s, wall, stages, plan, cfg, ray_info, out) -> dict:
+    order = [k for k in STAGE_ORDER if k in stages] + [k for k in stages if k not in STAGE_ORDER]
+    busy = sum(stages.values()) or 1.0
+    return {
+        "videos": counts,
+        "seconds_of_video": round(video_s, 3),
+        "wall_s": round(wall, 3),
+        "video_s_per_s": round(video_s / wall, 4) if wall > 0 else None,
+        "stages_s": {k: round(stages[k], 4) for k in order},
+        "stages_share": {k: round(stages[k] / busy, 4) for k in order},
+        "stages_note": "seconds summed over the videos done in this run, each where it ran (decode and writer "
+                       "tasks, inference actors): they overlap, so they add up to more than the wall time",
+        "plan": plan.to_dict() if plan else None,
+        "ray": ray_info,
+        "runner": {"backend": cfg.runner.backend, "device": cfg.runner.device, "engine_dir": cfg.runner.engine_dir},
+        "mask_format": cfg.mask_format,
+        "failures_file": str(out.failures_path),
+    }
+
+
+def summary_lines(s: dict) -> list[str]:
+    """The closing summary for a person."""
+    v = s["videos"]
+    lines = [f"{v['done']} done, {v['failed']} failed, {v['skipped_done'] + v['skipped_failed']} skipped "
+             f"({v['skipped_done']} done before, {v['skipped_failed']} failed before) of {v['inputs']} video(s) "
+             f"in {s['wall_s']:.1f} s"]
+    if v["done"]:
+        lines.append(f"{s['seconds_of_video']:.0f} s of video: {s['video_s_per_s']:.2f} s of video per second of wall time")
+        n = max(s["seconds_of_video"], 1e-9)
+        lines.append("per second of video: " + ", ".join(f"{k} {t * 1e3 / n:.1f} ms" for k, t in s["stages_s"].items()))
+    if v["failed"] or v["skipped_failed"]:
+        lines.append(f"failures (one line each): {s['failures_file']}")
+    return lines
+
+
+__all__ = ["BatchConfig", "Progress", "build_dataset", "pending", "ray_context", "run_batch", "summary_lines"]

@@ -1,0 +1,116 @@
+"""Fixtures of the scale-out tests: ONE local Ray for the whole session, generated videos, avs-run's masks.
+
+Ray starts with 2 logical CPUs and 1 logical GPU (no GPU needed: Ray's resources are
+counts), a small object store, and is shared by every test that asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RAY_MISSING = "ray is not installed: pip install 'avs-engine[ray]' (CI installs it)"
+
+# name -> (seconds, (width, height)); the demo model's own kind of video (generated sounding objects).
+GOOD = {f"gen{i:02d}": (s, size) for i, (s, size) in enumerate(
+    [(2, (64, 48)), (3, (96, 64)), (4, (64, 48)), (5, (80, 48)), (6, (96, 64)),
+     (2, (96, 64)), (3, (64, 48)), (4, (80, 48)), (5, (64, 48)), (6, (64, 48))])}
+BROKEN = {"truncated": "not a readable media file", "no_audio": "no audio track"}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The session's Ray (started once, shut down at the end); yields its address for a second driver."""
+    ray = pytest.importorskip("ray", reason=RAY_MISSING)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=400 << 20,
+                 log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:
+        pass
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_graphs() -> Path:
+    from avs_engine.models import DEMO_GRAPHS
+
+    if not (DEMO_GRAPHS / "manifest.json").is_file():
+        pytest.skip(f"the demo model's ONNX graphs are missing ({DEMO_GRAPHS})")
+    return DEMO_GRAPHS
+
+
+@pytest.fixture(scope="session")
+def demo_spec(demo_graphs):
+    from avs_engine.scale.model import RunnerSpec
+
+    return RunnerSpec(backend="onnxruntime", engine_dir=str(demo_graphs), threads=1)
+
+
+@pytest.fixture(scope="session")
+def demo_runner(demo_spec):
+    return demo_spec.create().activate()
+
+
+@pytest.fixture(scope="session")
+def scale_videos(tmp_path_factory) -> dict[str, Path]:
+    """10 generated videos with sound (2-6 s, 8 fps, small frames) and 2 broken ones: name -> path."""
+    from avs_engine.data.video import write_generated_video
+    from tests.media_factory import make_silent_video
+
+    root = tmp_path_factory.mktemp("scale_videos")
+    out = {}
+    for i, (name, (seconds, size)) in enumerate(GOOD.items()):
+        out[name] = root / f"{name}.mp4"
+        write_generated_video(out[name], seed=30_000_100 + i, seconds=seconds, fps=8, size=size, crf=28)
+        (root / f"{name}.json").unlink(missing_ok=True)  # the generator's ground truth: not a video
+    data = out["gen09"].read_bytes()
+    out["truncated"] = root / "truncated.mp4"
+    out["truncated"].write_bytes(data[: len(data) // 3])  # an interrupted copy
+    out["no_audio"] = root / "no_audio.mp4"
+    make_silent_video(out["no_audio"], seconds=3, fps=8, size=(64, 48))
+    return out
+
+
+def read_png_masks(folder: Path) -> list[np.ndarray]:
+    from PIL import Image
+
+    return [np.asarray(Image.open(p)) > 0 for p in sorted((folder / "masks").glob("*.png"))]
+
+
+@pytest.fixture(scope="session")
+def avs_run_masks(scale_videos, demo_runner, tmp_path_factory) -> dict[str, list[np.ndarray]]:
+    """avs-run's masks (the runtime's Pipeline, same model and backend) of every good video: name -> masks per second."""
+    from avs_engine.runtime import Pipeline
+
+    run_dir = tmp_path_factory.mktemp("avs_run")
+    pipeline = Pipeline(demo_runner)
+    out = {}
+    for name in GOOD:
+        doc = pipeline.run_video(scale_videos[name], run_dir, overlay=False)
+        out[name] = read_png_masks(Path(doc["output_dir"]))
+        assert len(out[name]) == doc["n_seconds"] == GOOD[name][0]
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_with_repo() -> dict:
+    """The environment for a subprocess that imports this checkout's avs_engine and tests."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env

@@ -1,0 +1,85 @@
+"""Resource plans (no deadlock on small clusters), the output folder (atomic commit, staging clean-up,
+failures file), and which videos a job still has to run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avs_engine.scale.job import pending, summary_lines, _summary, BatchConfig
+from avs_engine.scale.model import RunnerSpec
+from avs_engine.scale.outputs import OutputBusy, OutputDir
+from avs_engine.scale.resources import ResourceError, plan_resources
+from avs_engine.scale.sources import Source
+
+
+def test_cpu_plans_leave_a_decode_task_room():
+    p = plan_resources(2)
+    assert (p.actors, p.actor_cpus, p.threads, p.actor_gpus) == (1, 1.0, 1, 0.0)
+    assert p.actors * p.actor_cpus + p.decode_cpus <= 2
+    p = plan_resources(2, actors=2)
+    assert p.actor_cpus == 0.75 and p.actors * p.actor_cpus + p.decode_cpus <= 2
+    p = plan_resources(16)
+    assert (p.actors, p.threads, p.decode_cpus) == (4, 3, 1.0)
+    with pytest.raises(ResourceError, match="wait forever"):
+        plan_resources(2, actors=2, actor_cpus=1)
+
+
+def test_gpu_plans_one_actor_per_gpu_and_refuse_too_many():
+    p = plan_resources(32, 4, device="cuda")
+    assert (p.actors, p.actor_gpus, p.actor_cpus) == (4, 1.0, 1.0)
+    assert plan_resources(32, 4, device="cuda", actor_gpus=0.5).actors == 8
+    assert plan_resources(2, 1, device="cpu", actor_gpus=1).actor_gpus == 1.0  # a logical GPU, CPU runner
+    with pytest.raises(ResourceError, match="GPUs"):
+        plan_resources(8, 1, device="cuda", actors=2)
+
+
+def test_commit_is_atomic_and_idempotent(tmp_path):
+    out = OutputDir(tmp_path / "out").lock()
+    try:
+        s = out.staging("v-1")
+        (s / "result.json").write_text("{}")
+        assert not out.is_done("v-1") and out.commit(s, "v-1") == out.final("v-1") and out.is_done("v-1")
+        s2 = out.staging("v-1")  # a second writer of the same video: keeps the first, drops its own
+        (s2 / "result.json").write_text('{"second": true}')
+        assert out.commit(s2, "v-1") is None and not s2.exists()
+        assert json.loads((out.final("v-1") / "result.json").read_text()) == {}
+        out.staging("v-2")
+        out.staging("v-3")
+        assert out.clean_staging() == 2 and out.done_ids() == {"v-1"}
+        (out.root / "stray").mkdir()
+        s3 = out.staging("stray")
+        with pytest.raises(FileExistsError, match="holds no result.json"):
+            out.commit(s3, "stray")
+        with pytest.raises(OutputBusy, match="another avs-batch"):
+            OutputDir(tmp_path / "out").lock()
+    finally:
+        out.unlock()
+    OutputDir(tmp_path / "out").lock().unlock()  # free again
+
+
+def test_failures_file_survives_a_cut_line_and_pending_skips_done_and_failed(tmp_path):
+    out = OutputDir(tmp_path)
+    out.append_failure({"video_id": "b-2", "source": "/v/b.mp4", "stage": "decode", "error": "no audio track"})
+    out.append_failure({"video_id": "c-3", "source": "/v/c.mp4", "stage": "decode", "error": "corrupt"})
+    with open(out.failures_path, "a") as f:
+        f.write('{"video_id": "d-4", "sou')  # killed mid-line
+    assert set(out.read_failures()) == {"b-2", "c-3"}
+    (tmp_path / "a-1").mkdir()
+    (tmp_path / "a-1" / "result.json").write_text("{}")
+    sources = [Source("/v/a.mp4", "a-1"), Source("/v/b.mp4", "b-2"), Source("/v/c.mp4", "c-3"), Source("/v/d.mp4", "d-4")]
+    todo, n_done, n_failed, kept = pending(sources, out, retry_failed=False)
+    assert [s.video_id for s in todo] == ["d-4"] and (n_done, n_failed) == (1, 2) and set(kept) == {"b-2", "c-3"}
+    todo, n_done, n_failed, kept = pending(sources, out, retry_failed=True)
+    assert [s.video_id for s in todo] == ["b-2", "c-3", "d-4"] and n_failed == 0 and kept == {}
+    assert out.read_failures() == {}  # retried: their old records are gone until they fail again
+
+
+def test_summary_lines_name_rates_and_stages(tmp_path):
+    cfg = BatchConfig(out_dir=str(tmp_path), runner=RunnerSpec(engine_dir="g"))
+    s = _summary({"inputs": 3, "done": 2, "failed": 1, "skipped_done": 0, "skipped_failed": 0, "staging_removed": 0},
+                 20.0, 4.0, {"decode": 0.2, "image_encoder": 1.0, "write": 0.1}, None, cfg, None, OutputDir(tmp_path))
+    lines = summary_lines(s)
+    assert lines[0].startswith("2 done, 1 failed, 0 skipped") and "5.00 s of video per second" in lines[1]
+    assert "decode 10.0 ms, image_encoder 50.0 ms, write 5.0 ms" in lines[2] and "failures.jsonl" in lines[3]
