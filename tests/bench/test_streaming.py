@@ -71,7 +71,7 @@ def test_cli_streaming(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["--streaming", "--long-seconds", "180", "--out", str(tmp_path / "s"), "-q"])
     assert r.exit_code == 0, r.output
     assert seen["durations"] == (10, 180) and seen["video_size"] == (320, 180)
-    assert seen["command"].startswith("avs-bench --preset tiny --T 5 --device cpu --overlay --streaming")
+    assert seen["command"].startswith("avs-bench --config tiny --clip-seconds 5 --device cpu --overlay --streaming")
     assert "10 min: real-time factor" in r.output and "Peak RSS" in r.output
     validate_report(json.loads((tmp_path / "s.json").read_text()))
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
