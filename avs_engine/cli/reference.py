@@ -20,8 +20,12 @@ def commands() -> list[tuple[str, click.Command]]:
     from .run import main as run
     from .train import main as train
 
+    from .batch import main as batch
+    from .serve import main as serve
+
     out = [("avs-run", run), ("avs-eval", eval_), ("avs-bench", bench), ("avs-train", train), ("avs-export", export)]
     out += [(f"avs-export {name}", cmd) for name, cmd in sorted(export.commands.items())]
+    out += [("avs-batch", batch), ("avs-serve", serve)]
     return out
 
 
