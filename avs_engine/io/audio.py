@@ -1,9 +1,11 @@
 """Streaming decode of a file's audio track to 16 kHz mono float32.
 
 Each channel is resampled to 16 kHz keeping the input layout (FFmpeg's
-swresample, format ``fltp``), then we average the channels ourselves: mono =
-mean over all channels (5.1 included, LFE too). FFmpeg's own stereo->mono
-downmix would give (L+R)/sqrt(2) instead.
+swresample, to interleaved ``flt``), then we average the channels ourselves:
+mono = mean over all channels (5.1 and 7.1 included, LFE too). FFmpeg's own
+stereo->mono downmix would give (L+R)/sqrt(2) instead. Interleaved, not
+planar: PyAV 18 miscounts the planes of an 8-channel planar frame and
+crashes converting it, while one interleaved plane works for any count.
 
 Timeline: sample 0 is time 0 of the *video* timeline (the video stream's
 start time; the audio stream's own start if the file has no video). The
@@ -15,7 +17,9 @@ says how much it is (MP4 edit list / Matroska codec delay), so a file written
 by FFmpeg decodes aligned to within a sample. Later timestamp jumps of more
 than 20 ms are honoured (gap -> zeros, overlap -> samples dropped); smaller
 jitter (millisecond timestamps in Matroska) is ignored, the samples are taken
-as contiguous.
+as contiguous. A packet the decoder rejects (damaged file) is skipped; the
+timestamp jump it leaves is filled with zeros and counted in the file's
+``MediaInfo.decode_notes``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError, NoAudioError
-from .probe import check_file, decode_checked, open_media
+from .probe import MediaInfo, check_file, decode_checked, open_media
 
 SAMPLE_RATE = 16000
 _JUMP = 0.020  # seconds: timestamp discontinuities larger than this are honoured
@@ -41,7 +45,8 @@ class Mono16k:
     """Push decoded ``av.AudioFrame``s; get aligned 16 kHz mono float32 chunks out.
 
     ``origin_s`` is the time (in stream seconds) that becomes sample 0.
-    Holds only the resampler's few buffered samples.
+    Holds only the resampler's few buffered samples. ``gap_samples`` counts
+    the zeros put into timestamp gaps after the first frame.
     """
 
     def __init__(self, origin_s: float = 0.0):
@@ -51,14 +56,14 @@ class Mono16k:
         self._cursor: float | None = None  # 16k-sample position where the next input lands
         self._drop = 0  # output samples still to discard
         self.n_out = 0  # samples emitted so far (= timeline position of the next sample)
+        self.gap_samples = 0
 
     def _emit(self, frames) -> list[np.ndarray]:
         out = []
         for o in frames:
-            x = o.to_ndarray()  # fltp: [C, n]
-            if x.ndim == 1:
-                x = x[None]
-            mono = x.astype(np.float32, copy=False).mean(axis=0, dtype=np.float64).astype(np.float32)
+            channels = len(o.layout.channels)
+            x = o.to_ndarray().reshape(-1, channels)  # flt, interleaved: [n, C]
+            mono = x.astype(np.float32, copy=False).mean(axis=1, dtype=np.float64).astype(np.float32)
             if self._drop:
                 k = min(self._drop, mono.shape[0])
                 mono = mono[k:]
@@ -86,7 +91,7 @@ class Mono16k:
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if key != self._key:
             out += self._flush_resampler()
-            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=SAMPLE_RATE)
+            self._resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=SAMPLE_RATE)
             self._key = key
         t = frame.time if frame.pts is not None else None
         if t is not None:
@@ -102,6 +107,7 @@ class Mono16k:
                 if abs(jump) > _JUMP * SAMPLE_RATE:
                     if jump > 0:
                         out += self._zeros(int(round(jump)))
+                        self.gap_samples += int(round(jump))
                     else:
                         self._drop += int(round(-jump))
                     self._cursor = where
@@ -132,15 +138,28 @@ def _origin(container) -> float:
     return 0.0
 
 
-def decode_audio(container, path: str, stream) -> Iterator["av.AudioFrame"]:
-    """Decoded frames of ``stream``; decode errors become MediaError."""
-    return decode_checked(container, stream, path, "audio")
+def decode_audio(container, path: str, stream, info: MediaInfo | None = None) -> Iterator["av.AudioFrame"]:
+    """Decoded frames of ``stream``, damaged packets skipped (see ``probe.decode_checked``)."""
+    return decode_checked(container, stream, path, "audio", info)
+
+
+def _track_has_packets(path: str) -> bool:
+    """Whether the first audio stream exists and holds at least one packet."""
+    with open_media(path) as c:
+        if not c.streams.audio:
+            return False
+        a = c.streams.audio[0]
+        if int(a.frames or 0) > 0 or len(a.index_entries) > 0:
+            return True
+        try:
+            return any(pkt.size > 0 for pkt in c.demux(a))   # stops at the first real packet
+        except av.error.FFmpegError:
+            return False
 
 
 def has_audio(path: str | os.PathLike) -> bool:
-    """Whether ``path`` has an audio stream (MediaError if it is not readable media)."""
-    with open_media(path) as c:
-        return bool(c.streams.audio)
+    """Whether ``path`` has an audio track with packets (MediaError if it is not readable media)."""
+    return _track_has_packets(check_file(path))
 
 
 def iter_audio_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -155,18 +174,26 @@ def iter_audio_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
     with open_media(p) as c:
         if not c.streams:
             raise MediaError(f"{p}: no audio or video streams (empty or zero-length media)")
-        if not c.streams.audio:
-            raise NoAudioError(no_audio_message(p))
+    if not _track_has_packets(p):
+        raise NoAudioError(no_audio_message(p))
     return _iter_audio(p)
 
 
-def _iter_audio(p: str) -> Iterator[np.ndarray]:
+def _iter_audio(p: str, info: MediaInfo | None = None) -> Iterator[np.ndarray]:
+    """The track's 16 kHz mono chunks; what was skipped goes to ``info.decode_notes``."""
     with open_media(p) as c:
         stream = c.streams.audio[0]
         mono = Mono16k(_origin(c))
-        for frame in decode_audio(c, p, stream):
-            yield from mono.push(frame)
-        yield from mono.finish()
+        frames = decode_audio(c, p, stream, info)
+        try:
+            for frame in frames:
+                yield from mono.push(frame)
+            yield from mono.finish()
+        finally:
+            frames.close()
+            if info is not None and mono.gap_samples:
+                info.note(f"{mono.gap_samples / SAMPLE_RATE:.2f} s of missing audio inside the track "
+                          "replaced by silence")
 
 
 def read_audio_16k(path: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
