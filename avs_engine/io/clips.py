@@ -11,20 +11,31 @@ own length (``WindowPlan.shortened``; the caller warns).
 stream are each decoded by their own demuxer (the file is opened twice and
 read in step), so memory is bounded by one window of sampled frames plus one
 window of 16 kHz audio whatever the file's interleaving, not by its length.
+Each sampled frame is written straight into its window's array (no second
+copy of the window), and with ``frame_size`` it is resized as soon as it is
+converted, so a window of 8K frames costs T small frames, not T full ones.
+
+Audio per window: :func:`logmel.window_examples`, the trained back-to-back
+0.96 s examples for T <= 5 and one example per second (``[l, l + 0.975)`` s
+of second ``l``) for longer windows, where back-to-back examples drift away
+from their frames. A truncated file (``MediaInfo.truncated``) whose audio
+stops a little before its last predicted second gets silence for the rest,
+noted in ``MediaInfo.decode_notes``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import MediaError, NoAudioError
 from .audio import SAMPLE_RATE, _iter_audio, no_audio_message
 from .frames import _iter_second_frames, n_seconds as _n_seconds
-from .logmel import silent_examples, vggish_examples
+from .logmel import silent_examples, window_examples
+from .preprocess import cv2_resize_bilinear
 from .probe import MediaInfo, probe
 
 
@@ -109,8 +120,10 @@ class Clip:
     """One window's model inputs.
 
     ``frames``: RGB uint8 ``[T, H, W, 3]`` (second ``window.start + t`` at
-    ``t``). ``log_mel``: float32 ``[T, 1, 96, 64]``, the VGGish examples of the
-    window's audio ``[start, start + T)`` s (see ``logmel.vggish_examples``;
+    ``t``), at the displayed size (``info.height, info.width``; turned as the
+    file asks) or at ``frame_size`` when :func:`iter_clips` was given one.
+    ``log_mel``: float32 ``[T, 1, 96, 64]``, the VGGish examples of the
+    window's audio ``[start, start + T)`` s (see ``logmel.window_examples``;
     audio that ends early repeats its last example). ``silent``:
     the file has no audio track and ``log_mel`` is that of silence.
     """
@@ -188,14 +201,28 @@ def iter_clips(
     T: int = 5,
     allow_silent: bool = False,
     info: MediaInfo | None = None,
+    frame_size: tuple[int, int] | None = None,
+    frame_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[Clip]:
     """Yield the :class:`Clip` of every window of :func:`plan_windows` for ``path``, in order.
 
     Bad input raises when this is called (not at the first ``next()``):
     MediaError for a missing / empty / unreadable file, no video stream or a
-    zero-length video; NoAudioError when there is no audio track, unless
-    ``allow_silent`` (then every clip gets silence, ``silent=True``). The plan
-    is available as ``clip.plan`` (check ``clip.plan.shortened`` to warn).
+    zero-length video; NoAudioError when there is no audio track (or one
+    without packets), unless ``allow_silent`` (then every clip gets silence,
+    ``silent=True``). The plan is available as ``clip.plan`` (check
+    ``clip.plan.shortened`` to warn). Damaged packets are skipped; what was
+    skipped is appended to ``info.decode_notes`` while the clips are decoded
+    (read it after the last clip).
+
+    ``frame_size``: ``(width, height)`` to squash each sampled frame to with
+    OpenCV's bilinear resize (``preprocess.cv2_resize_bilinear``) right after
+    decoding; ``(224, 224)`` is exactly the first step of
+    ``prepare_frames(mode="avsbench")``, which then leaves it unchanged. None
+    keeps the displayed size. ``frame_transform``: any other per-frame map
+    ``uint8 [H, W, 3] -> uint8 [h, w, 3]`` (same output size for every frame),
+    applied instead of ``frame_size`` as each frame is decoded; e.g. the
+    runtime's squash for ``resize="direct"``.
     """
     p = str(path)
     info = info if info is not None else probe(p)
@@ -205,33 +232,58 @@ def iter_clips(
     if n < 1:
         raise MediaError(f"{p}: zero-length video (no frames)")
     plan = plan_windows(n, T)
-    return _iter_clips(p, plan, info)
+    if frame_transform is not None and frame_size is not None:
+        raise ValueError("give frame_size or frame_transform, not both")
+    if frame_size is not None:
+        fw, fh = (int(v) for v in frame_size)
+        if fw < 1 or fh < 1:
+            raise ValueError(f"frame_size must be positive (width, height), got {frame_size}")
+        frame_transform = lambda rgb: cv2_resize_bilinear(rgb, (fw, fh))  # noqa: E731
+    return _iter_clips(p, plan, info, frame_transform)
 
 
-def _iter_clips(p: str, plan: WindowPlan, info: MediaInfo) -> Iterator[Clip]:
-    frames_it = _iter_second_frames(p, list(range(plan.n_seconds)), info)
-    audio = _AudioBuffer(_iter_audio(p)) if info.has_audio else None
-    held: dict[int, np.ndarray] = {}
+def _iter_clips(p: str, plan: WindowPlan, info: MediaInfo,
+                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[Clip]:
+    frames_it = _iter_second_frames(p, list(range(plan.n_seconds)), info, transform)
+    audio = _AudioBuffer(_iter_audio(p, info)) if info.has_audio else None
+    pad_end = None  # truncated file: audio missing before this sample is silence
+    if audio is not None and info.truncated and info.audio_end_s is not None:
+        pad_end = int(round(info.duration_s * SAMPLE_RATE))
+    held: dict[int, np.ndarray] = {}  # sampled frames the next window shares with this one
     try:
         for i, w in enumerate(plan):
-            while any(s not in held for s in w.seconds):
-                try:
-                    sec, rgb = next(frames_it)
-                except StopIteration:
-                    raise MediaError(f"{p}: video ended before second {w.end - 1}") from None
-                held[sec] = rgb
-            frames = np.stack([held[s] for s in w.seconds])
+            next_start = plan[i + 1].start if i + 1 < len(plan) else plan.n_seconds
+            frames = None
+            for t, s in enumerate(w.seconds):
+                rgb = held.pop(s, None)
+                if rgb is None:
+                    try:
+                        sec, rgb = next(frames_it)
+                    except StopIteration:
+                        raise MediaError(f"{p}: video ended before second {w.end - 1}") from None
+                    assert sec == s, (sec, s)
+                if frames is None:
+                    frames = np.empty((w.length, *rgb.shape), rgb.dtype)
+                frames[t] = rgb
+                if s >= next_start:
+                    held[s] = frames[t]
+                del rgb
             if audio is not None:
                 a0, a1 = w.start * SAMPLE_RATE, w.end * SAMPLE_RATE
-                log_mel = vggish_examples(audio.get(a0, a1), w.length)
+                samples = audio.get(a0, a1)
+                if pad_end is not None and samples.size < min(a1, pad_end) - a0:
+                    missing = min(a1, pad_end) - a0 - samples.size
+                    if missing >= SAMPLE_RATE // 100:
+                        info.note(f"audio of the last {missing / SAMPLE_RATE:.2f} s is missing (file is truncated): "
+                                  "used silence")
+                    samples = np.concatenate([samples, np.zeros(missing, np.float32)])
+                log_mel = window_examples(samples, w.length)
             else:
                 log_mel = silent_examples(w.length)
-            next_start = plan[i + 1].start if i + 1 < len(plan) else plan.n_seconds
-            for s in [s for s in held if s < next_start]:
-                del held[s]
             if audio is not None:
                 audio.drop_before(next_start * SAMPLE_RATE)
             yield Clip(w, frames, log_mel, silent=audio is None, index=i, plan=plan, info=info)
+            held = {s: f.copy() for s, f in held.items()}   # the caller may reuse the yielded array
     finally:
         frames_it.close()
         if audio is not None:

@@ -12,8 +12,25 @@ A 64-band mel filterbank maps the 257 bins to mel energies: HTK mel scale
 centre frequency ``k * 16000 / 512``; the DC bin gets no weight. Output is
 ``log(mel_energy + 0.01)``.
 
-Examples: 96 consecutive frames (0.96 s), not overlapping: example ``l`` of
-a window holds frames ``96 l .. 96 l + 95`` of that window's log-mel.
+Examples: 96 consecutive frames (0.96 s of hops, 0.975 s = 15600 samples of
+audio), one per second of a window, in one of two layouts:
+
+- ``"avsbench"`` (back to back, what the model was trained on): example ``l``
+  holds frames ``96 l .. 96 l + 95`` of the window's log-mel, audio
+  ``[0.96 l, 0.96 l + 0.975)`` s. It drifts early by 0.04 s per second: fine
+  for the trained T = 5 (example 4 starts 0.16 s before second 4), not for
+  long windows (at T = 12 example 11 covers 10.56-11.54 s while its frame is
+  at 11.94 s; at T = 64 the drift is 2.5 s).
+- ``"per_second"``: example ``l`` holds frames ``100 l .. 100 l + 95``, audio
+  ``[l, l + 0.975)`` s: every second gets exactly what example 0 of the
+  trained layout gets, its own first 0.975 s, which contains the frame
+  sampled at ``l + 15/16`` s. Chosen over centring on that frame because it
+  never reads the next second's audio (nor past the end of the video), and
+  over ending at ``l + 1`` because it leaves 25 ms of slack for audio tracks
+  a few milliseconds shorter than their video.
+
+:func:`window_examples` (what ``io.clips`` uses) takes the trained layout for
+T <= 5, where the two differ by at most 0.16 s, and ``per_second`` above.
 """
 
 from __future__ import annotations
@@ -31,6 +48,9 @@ LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96  # frames per example (0.96 s)
 # Samples needed for one full example: 400 + 95 * 160.
 EXAMPLE_SAMPLES = WIN + (EXAMPLE_FRAMES - 1) * HOP
+LAYOUTS = ("avsbench", "per_second")
+TRAINED_MAX_T = 5  # longest window that keeps the trained back-to-back layout
+SECOND_FRAMES = SAMPLE_RATE // HOP  # log-mel frames per second (100)
 
 
 def hz_to_mel(f):
@@ -100,28 +120,43 @@ def log_mel_spectrogram(samples_16k: np.ndarray) -> np.ndarray:
     return np.log(mag @ _MEL + LOG_OFFSET).astype(np.float32)
 
 
-def vggish_examples(samples_16k: np.ndarray, T: int) -> np.ndarray:
+def vggish_examples(samples_16k: np.ndarray, T: int, layout: str = "avsbench") -> np.ndarray:
     """The ``T`` VGGish examples of one window's audio: float32 ``[T, 1, 96, 64]``.
 
-    Example ``l`` = frames ``96 l .. 96 l + 95`` of the window's log-mel, i.e.
-    audio ``0.96 l .. 0.96 (l+1)`` s (plus the 15 ms tail of its last frame)
-    from the window's start. With fewer than ``T`` full examples the last full
-    one is repeated; with not even one (fewer than 15600 samples = 0.975 s),
-    the samples are first zero-padded at the end to 15600.
+    ``layout="avsbench"``: example ``l`` = frames ``96 l .. 96 l + 95`` of the
+    window's log-mel, i.e. audio ``0.96 l .. 0.96 (l+1)`` s (plus the 15 ms
+    tail of its last frame) from the window's start. ``layout="per_second"``:
+    frames ``100 l .. 100 l + 95``, audio ``[l, l + 0.975)`` s. With fewer than
+    ``T`` full examples the last full one is repeated; with not even one
+    (fewer than 15600 samples = 0.975 s), the samples are first zero-padded at
+    the end to 15600.
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    step = EXAMPLE_FRAMES if layout == "avsbench" else SECOND_FRAMES  # frames between example starts
     x = np.asarray(samples_16k, dtype=np.float64).reshape(-1)
-    need = min(x.shape[0], WIN + (T * EXAMPLE_FRAMES - 1) * HOP)  # no more than T examples use
+    need = min(x.shape[0], WIN + ((T - 1) * step + EXAMPLE_FRAMES - 1) * HOP)  # no more than T examples use
     x = x[:need]
     if x.shape[0] < EXAMPLE_SAMPLES:
         x = np.concatenate([x, np.zeros(EXAMPLE_SAMPLES - x.shape[0])])
     lm = log_mel_spectrogram(x)
-    n_full = lm.shape[0] // EXAMPLE_FRAMES
-    ex = lm[: n_full * EXAMPLE_FRAMES].reshape(n_full, EXAMPLE_FRAMES, N_MELS)
+    n_full = min(T, (lm.shape[0] - EXAMPLE_FRAMES) // step + 1)
+    ex = np.stack([lm[l * step: l * step + EXAMPLE_FRAMES] for l in range(n_full)])
     if n_full < T:
         ex = np.concatenate([ex, np.repeat(ex[-1:], T - n_full, axis=0)], axis=0)
-    return np.ascontiguousarray(ex[:T, None], dtype=np.float32)
+    return np.ascontiguousarray(ex[:, None], dtype=np.float32)
+
+
+def example_layout(T: int) -> str:
+    """The layout a window of ``T`` seconds uses: the trained one up to T = 5, one example per second above."""
+    return "avsbench" if T <= TRAINED_MAX_T else "per_second"
+
+
+def window_examples(samples_16k: np.ndarray, T: int) -> np.ndarray:
+    """``vggish_examples`` of a clip window in :func:`example_layout` ``(T)``: float32 ``[T, 1, 96, 64]``."""
+    return vggish_examples(samples_16k, T, example_layout(T))
 
 
 def silent_examples(T: int) -> np.ndarray:
@@ -132,4 +167,5 @@ def silent_examples(T: int) -> np.ndarray:
 __all__ = [
     "log_mel_spectrogram", "mel_matrix", "vggish_examples", "silent_examples", "hz_to_mel",
     "periodic_hann", "n_frames", "frame_signal", "SAMPLE_RATE", "EXAMPLE_FRAMES", "EXAMPLE_SAMPLES",
+    "window_examples", "example_layout", "LAYOUTS", "TRAINED_MAX_T",
 ]
