@@ -24,6 +24,8 @@ from PIL import Image
 
 from ..atomic import atomic_target
 from ..errors import MediaError, ShapeError
+from .frames import set_decoder_threads
+from .probe import MediaInfo, _one_line, open_container, orient, probe
 
 def write_mask_png(path, mask: np.ndarray) -> Path:
     """Write a binary mask as an 8-bit greyscale PNG (0 = off, 255 = on).
@@ -49,10 +51,30 @@ def write_mask_png(path, mask: np.ndarray) -> Path:
 # Kr, Kb of the YCbCr matrices (ITU-R BT.601 and BT.709).
 _KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
 # Channel layouts FFmpeg's AAC encoder opens (checked with FFmpeg in PyAV 18);
-# others (unordered "2 channels" from PCM, 7.1, ...) map by channel count.
-_AAC_LAYOUTS = {"mono", "stereo", "2.1", "3.0", "4.0", "quad", "5.0", "5.0(side)", "5.1", "5.1(side)", "6.1"}
-_AAC_LAYOUT_BY_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1"}
+# others (unordered "8 channels" from PCM, ...) map by channel count.
+_AAC_LAYOUTS = {"mono", "stereo", "2.1", "3.0", "4.0", "quad", "5.0", "5.0(side)", "5.1", "5.1(side)", "6.1", "7.1"}
+_AAC_LAYOUT_BY_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# Sample rates the AAC encoder takes; any other is resampled to 48 kHz.
+_AAC_RATES = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
 _CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# Audio codecs copied into each output container unchanged (no re-encoding, no
+# generation loss, and no rate/layout the AAC encoder would refuse); others are
+# re-encoded to AAC. Matroska takes anything FFmpeg can demux.
+_COPY_AUDIO = {
+    "mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"},
+    "mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+            "pcm_s32le", "pcm_f32le", "pcm_u8"},
+}
+# Above this many pixels (beyond 1080p) x264 runs in zero-latency mode: its
+# look-ahead, B-frames and frame threads otherwise keep a dozen full frames
+# in flight (measured with "veryfast": 0.6 GB at 4K, 2.2 GB at 8K; 0.2 GB and
+# 0.7 GB in zero-latency mode), at the cost of a somewhat larger file.
+LOW_LATENCY_PIXELS = 1920 * 1088
+# Default cap on the overlay's size: larger sources (8K) are scaled down to fit
+# 4K UHD's pixel count. H.264 above 4K needs level 6+, which few players
+# decode, and an 8K encoder alone costs 0.7 GB.
+MAX_OVERLAY_PIXELS = 3840 * 2160
+_ROWS = 256  # rows tinted at a time (even): bounds the float temporaries of a large frame
 
 
 def _rgb_to_yuv(color, matrix: str, full_range: bool) -> np.ndarray:
@@ -69,18 +91,30 @@ def _rgb_to_yuv(color, matrix: str, full_range: bool) -> np.ndarray:
     return np.clip(np.array(yuv, np.float32), 0, 255)
 
 
-def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
-    """Plane ``i`` of a frame as a uint8 ``[h, w]`` copy (row padding dropped)."""
+def _plane_view(frame: av.VideoFrame, i: int) -> np.ndarray:
+    """Plane ``i`` of a frame as a uint8 ``[h, w]`` view of its buffer (row padding dropped; writable)."""
     p = frame.planes[i]
     buf = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)
-    return buf[:, :p.width].copy()
+    return buf[:, :p.width]
 
 
-def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Pad a 2-D array at the bottom/right by repeating its edge."""
-    if a.shape == (h, w):
-        return a
-    return np.pad(a, ((0, h - a.shape[0]), (0, w - a.shape[1])), mode="edge")
+def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A mask ``[h, w]`` at ``size = (W, H)`` by nearest pixel centres: ``[H, W]``."""
+    h, w = mask.shape
+    rows = ((np.arange(size[1]) + 0.5) * h / size[1]).astype(np.int64)
+    cols = ((np.arange(size[0]) + 0.5) * w / size[0]).astype(np.int64)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def _fill_plane(dst: np.ndarray, src: np.ndarray, rotation: int, mirror: bool) -> None:
+    """Copy a stored plane into ``dst`` as displayed; an extra last row/column repeats the edge."""
+    view = orient(src, rotation, mirror)
+    h, w = view.shape
+    dst[:h, :w] = view
+    if dst.shape[1] > w:
+        dst[:h, w:] = dst[:h, w - 1:w]
+    if dst.shape[0] > h:
+        dst[h:] = dst[h - 1:h]
 
 
 class OverlayWriter:
@@ -89,16 +123,30 @@ class OverlayWriter:
     Usage::
 
         with OverlayWriter("in.mp4", "out/overlay.mp4") as w:
-            for l, mask in enumerate(masks):   # bool [H, W] at the source size
+            for l, mask in enumerate(masks):   # bool [H, W] at the displayed size
                 w.add_second(l, mask)
         # closed (renamed into place) here; removed on an exception
 
     The frame at time t (from the video stream's start) belongs to second
     floor(t); frames of seconds that get no mask, and all frames after the
     last added second, are copied untinted. Output: H.264 yuv420p at the
-    source's size (padded by one edge row/column when odd) and timestamps,
-    plus the source's first audio track re-encoded to AAC; video only when the
-    source has no audio.
+    source's displayed size (a rotated phone video is written upright, with
+    no rotation of its own; padded by one edge row/column when odd), with the
+    source's timestamps (made strictly increasing: a repeated timestamp moves
+    one tick later), plus the source's first audio track: its packets copied
+    unchanged when the output container takes the codec (AAC into MP4),
+    otherwise re-encoded to AAC (resampled to 48 kHz when the encoder does
+    not take the source's rate). Video only when the source has no audio.
+    Damaged packets are skipped, as in ``io.frames``.
+
+    Memory: the source decoder's reference frames, one converted frame and
+    one output frame; tinting works on bands of rows. Beyond 1080p the
+    encoder runs in zero-latency mode (``LOW_LATENCY_PIXELS``), and a source
+    with more pixels than ``max_pixels`` (default: 4K UHD's) is written scaled
+    down to fit, keeping its aspect ratio (masks are scaled with it).
+
+    Raises MediaError (one line, naming the source) when the source cannot
+    be read or its audio cannot be written in any form.
 
     Args:
         src_video: the video the masks were computed on.
@@ -106,23 +154,32 @@ class OverlayWriter:
         color: RGB tint colour.
         alpha: tint opacity in [0, 1].
         crf, preset: libx264 quality and speed.
+        info: the source's :class:`~avs_engine.io.probe.MediaInfo` when the
+            caller has it (else it is probed here), for its orientation.
+        max_pixels: largest output frame (width x height) before scaling
+            down; None writes every source at its own size.
     """
 
     def __init__(self, src_video, dst_path, color=(255, 0, 64), alpha: float = 0.45,
-                 crf: int = 20, preset: str = "veryfast"):
+                 crf: int = 20, preset: str = "veryfast", info: MediaInfo | None = None,
+                 max_pixels: int | None = MAX_OVERLAY_PIXELS):
         self.src = Path(src_video)
         self.dst = Path(dst_path)
         self.color = tuple(int(c) for c in color)
         self.alpha = float(alpha)
         self.crf, self.preset = int(crf), str(preset)
         self.frames_written = 0
+        self.audio_mode: str | None = None   # "copy", "aac" or None (no audio)
+        self.max_pixels = max_pixels
         self._tmp = self.dst.with_name(f".{self.dst.stem}.{os.getpid()}.partial{self.dst.suffix}")
         self._in = self._out = None
         self._closed = self._aborted = False
         self._last_second = -1
+        self._last_pts: int | None = None
         self._pending: av.VideoFrame | None = None
+        self._info = info if info is not None else probe(self.src)
         try:
-            self._in = av.open(str(self.src))
+            self._in = open_container(self.src)
         except (av.error.FFmpegError, OSError) as e:
             raise MediaError(f"{self.src}: cannot open for the overlay ({e})") from e
         try:
@@ -137,66 +194,135 @@ class OverlayWriter:
         if not self._in.streams.video:
             raise MediaError(f"{self.src}: no video stream")
         self._vin = self._in.streams.video[0]
-        self._vin.thread_type = "AUTO"
-        self._ain = self._in.streams.audio[0] if self._in.streams.audio else None
-        self._width, self._height = self._vin.codec_context.width, self._vin.codec_context.height
+        set_decoder_threads(self._vin)
+        self._ain = self._in.streams.audio[0] if (self._in.streams.audio and self._info.has_audio) else None
+        self._rot, self._mirror = self._info.rotation, self._info.mirror
+        self._width, self._height = self._info.width, self._info.height   # displayed
         if not self._width or not self._height:
             raise MediaError(f"{self.src}: video stream has no frame size")
-        rate = self._vin.average_rate or self._vin.guessed_rate or Fraction(25)
-        fmt = _CONTAINER_FORMATS.get(self.dst.suffix.lower(), "mp4")
-        options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-        self._out = av.open(str(self._tmp), "w", format=fmt, options=options)
+        self._scaled = self.max_pixels is not None and self._width * self._height > self.max_pixels
+        if self._scaled:
+            f = math.sqrt(self.max_pixels / (self._width * self._height))
+            self.size = (max(2, int(self._width * f) // 2 * 2), max(2, int(self._height * f) // 2 * 2))
+        else:
+            # libx264 + yuv420p needs even sizes: pad odd ones by one edge row/column.
+            self.size = (self._width + self._width % 2, self._height + self._height % 2)
+        self._rate = Fraction(self._vin.average_rate or self._vin.guessed_rate or Fraction(25))
+        self._fmt = _CONTAINER_FORMATS.get(self.dst.suffix.lower(), "mp4")
 
-        vout = self._out.add_stream("libx264", rate=rate)
-        # libx264 + yuv420p needs even sizes: pad odd ones by one edge row/column.
-        vout.width = self._width + self._width % 2
-        vout.height = self._height + self._height % 2
-        vout.pix_fmt = "yuv420p"
-        vout.options = {"crf": str(self.crf), "preset": self.preset}
-        # Keep the source's timestamps (variable frame rates stay in sync with audio).
-        vout.codec_context.time_base = self._vin.time_base
-        self._vout = vout
-
-        self._aout = None
+        mode = None
         if self._ain is not None:
-            layout = self._ain.layout.name
-            channels = max(1, self._ain.channels)
-            if layout not in _AAC_LAYOUTS:
-                layout = _AAC_LAYOUT_BY_COUNT.get(channels, "stereo")   # more than 7: downmix
-            self._aout = self._out.add_stream("aac", rate=self._ain.rate, layout=layout)
-            # FFmpeg's AAC encoder takes planar float only; PyAV converts the
-            # decoded samples (s16 from PCM, etc.) to the encoder's format.
-            self._aout.format = "fltp"
-            self._aout.bit_rate = min(64000 * channels, 384000)
+            copyable = _COPY_AUDIO.get(self._fmt)
+            mode = "copy" if (copyable is None or self._ain.codec_context.name in copyable) else "aac"
+        try:
+            self._open_output(mode)
+        except av.error.FFmpegError as e:
+            if mode != "copy":
+                raise MediaError(f"{self.src}: overlay cannot write the audio "
+                                 f"({self._audio_desc()}: {_one_line(e)})") from None
+            self._close_output()   # the container refused the copied codec: re-encode instead
+            try:
+                self._open_output("aac")
+            except av.error.FFmpegError as e2:
+                raise MediaError(f"{self.src}: overlay cannot write the audio "
+                                 f"({self._audio_desc()}: {_one_line(e2)})") from None
 
-        # One demuxing pass over both streams: audio packets are re-encoded and
-        # muxed as they come, so audio and video stay interleaved and nothing
-        # waits for the end of the file.
+        # One demuxing pass over both streams: audio packets are copied or
+        # re-encoded and muxed as they come, so audio and video stay
+        # interleaved and nothing waits for the end of the file.
         self._frames = self._video_frames()
         # Time origin: the video stream's start (as io.frames' sampler uses),
         # else the first frame's pts.
         self._origin = self._vin.start_time
         self._tb = self._vin.time_base
-        self._rate = Fraction(rate)
+
+    def _audio_desc(self) -> str:
+        a = self._ain
+        return f"{a.codec_context.name} {a.rate} Hz {a.channels} ch" if a is not None else "no audio"
+
+    def _open_output(self, audio_mode: str | None) -> None:
+        options = {"movflags": "+faststart"} if self._fmt in ("mp4", "mov") else {}
+        self._out = av.open(str(self._tmp), "w", format=self._fmt, options=options)
+        vout = self._out.add_stream("libx264", rate=self._rate)
+        vout.width, vout.height = self.size
+        vout.pix_fmt = "yuv420p"
+        opts = {"crf": str(self.crf), "preset": self.preset}
+        if vout.width * vout.height > LOW_LATENCY_PIXELS:
+            opts["tune"] = "zerolatency"
+        vout.options = opts
+        # Keep the source's timestamps (variable frame rates stay in sync with audio).
+        vout.codec_context.time_base = self._vin.time_base
+        self._vout = vout
+        self._aout = None
+        if audio_mode == "copy":
+            self._aout = self._out.add_stream_from_template(self._ain)
+        elif audio_mode == "aac":
+            channels = max(1, self._ain.channels)
+            layout = self._ain.layout.name
+            if layout not in _AAC_LAYOUTS:
+                layout = _AAC_LAYOUT_BY_COUNT.get(channels, "stereo")   # more than 8: downmix
+            rate = self._ain.rate if self._ain.rate in _AAC_RATES else 48000
+            self._aout = self._out.add_stream("aac", rate=rate, layout=layout)
+            # FFmpeg's AAC encoder takes planar float only; PyAV converts the
+            # decoded samples (s16 from PCM, another rate, ...) to what it takes.
+            self._aout.format = "fltp"
+            self._aout.bit_rate = min(64000 * channels, 384000)
+        self.audio_mode = audio_mode
+        self._out.start_encoding()   # writes the header now: a refused codec fails here, not mid-file
+
+    def _close_output(self) -> None:
+        if self._out is not None:
+            with contextlib.suppress(Exception):
+                self._out.close()
+            self._out = None
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
 
     # -- decoding
 
     def _video_frames(self):
         streams = [self._vin] + ([self._ain] if self._ain is not None else [])
+        packets = self._in.demux(streams)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                return   # damaged past here: the overlay ends where the readable part ends
+            if packet.stream is self._vin:
+                try:
+                    frames = packet.decode()   # an empty packet at the end flushes
+                except av.error.FFmpegError:
+                    continue   # a damaged packet: skipped, as io.frames does
+                yield from frames
+            elif self.audio_mode == "copy":
+                if packet.dts is not None and packet.size > 0 and not packet.is_corrupt:
+                    packet.stream = self._aout
+                    self._mux(packet, "audio")
+            else:
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                for frame in frames:
+                    self._encode_audio(frame)
+
+    def _mux(self, packet, kind: str) -> None:
         try:
-            for packet in self._in.demux(streams):
-                if packet.stream is self._vin:
-                    yield from packet.decode()   # an empty packet at the end flushes
-                else:
-                    for frame in packet.decode():
-                        self._encode_audio(frame)
+            self._out.mux(packet)
         except av.error.FFmpegError as e:
-            raise MediaError(f"{self.src}: overlay failed while re-encoding the video ({e})") from e
+            raise MediaError(f"{self.src}: overlay failed writing the {kind} ({_one_line(e)})") from None
 
     def _encode_audio(self, frame: av.AudioFrame | None) -> None:
         # PyAV's AAC encoder regroups samples into its 1024-sample frames itself.
-        for pkt in self._aout.encode(frame):
-            self._out.mux(pkt)
+        try:
+            packets = self._aout.encode(frame)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.src}: overlay cannot encode the audio "
+                             f"({self._audio_desc()}: {_one_line(e)})") from None
+        for pkt in packets:
+            self._mux(pkt, "audio")
 
     def _second_of(self, frame: av.VideoFrame) -> int:
         """Second index of a frame: floor of its time since the video stream's start."""
@@ -214,17 +340,22 @@ class OverlayWriter:
     # -- encoding
 
     def _encode_frame(self, src: av.VideoFrame, mask: np.ndarray | None) -> None:
-        if src.format.name not in ("yuv420p", "yuvj420p"):
-            src = src.reformat(format="yuv420p")
+        fmt = src.format.name if src.format.name in ("yuv420p", "yuvj420p") else "yuv420p"
+        if self._scaled:
+            w, h = self.size if self._rot in (0, 180) else self.size[::-1]   # stored orientation
+            src = src.reformat(width=w, height=h, format=fmt, interpolation="AREA")
+            if mask is not None:
+                mask = _resize_nearest(mask, self.size)
+        elif fmt != src.format.name:
+            src = src.reformat(format=fmt)
         full_range = src.format.name == "yuvj420p" or src.color_range == 2   # 2 = JPEG (full)
         W, H = self._vout.width, self._vout.height
-        y = _pad_to(_plane(src, 0), H, W)             # [H, W]
-        u = _pad_to(_plane(src, 1), H // 2, W // 2)   # [H/2, W/2]
-        v = _pad_to(_plane(src, 2), H // 2, W // 2)
+        out = av.VideoFrame(W, H, "yuv420p")
+        planes = [_plane_view(out, i) for i in range(3)]   # [H, W], [H/2, W/2] x 2
+        for i, dst in enumerate(planes):
+            _fill_plane(dst, _plane_view(src, i), self._rot, self._mirror)
         if mask is not None:
-            self._tint(y, u, v, _pad_to(mask, H, W), src.colorspace, full_range)
-        out = av.VideoFrame.from_ndarray(
-            np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(-1, W), format="yuv420p")
+            self._tint(planes, mask, src.colorspace, full_range)
         if self.frames_written == 0:
             # Carry the source's colour description into the stream header.
             cc = self._vout.codec_context
@@ -234,25 +365,45 @@ class OverlayWriter:
                     setattr(cc, name, getattr(src, name))
         out.color_range = 2 if full_range else 1
         # A stream without timestamps: number the frames at the nominal rate.
-        out.pts = src.pts if src.pts is not None else round(self.frames_written / self._rate / self._tb)
+        pts = src.pts if src.pts is not None else round(self.frames_written / self._rate / self._tb)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1   # repeated timestamps (some MJPEG files): the muxer needs increasing ones
+        self._last_pts = pts
+        out.pts = pts
         out.time_base = self._tb
-        for pkt in self._vout.encode(out):
-            self._out.mux(pkt)
+        del src
+        try:
+            packets = self._vout.encode(out)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.src}: overlay failed encoding the video ({_one_line(e)})") from None
+        for pkt in packets:
+            self._mux(pkt, "video")
         self.frames_written += 1
 
-    def _tint(self, y, u, v, mask, colorspace, full_range) -> None:
+    def _tint(self, planes, mask, colorspace, full_range) -> None:
         # The YCbCr matrices are affine in RGB, so blending in YUV is the same as
         # blending in RGB and converting: no RGB round trip, and untinted pixels
         # keep their decoded values exactly.
         matrix = "bt709" if colorspace == 1 else "bt601"   # 1 = ITU709
         ty, tu, tv = _rgb_to_yuv(self.color, matrix, full_range)
         a = self.alpha
-        on = mask.astype(bool)
-        y[on] = np.rint(y[on] + a * (ty - y[on])).astype(np.uint8)
-        # Chroma is subsampled 2x2: weight the blend by the mask's coverage of each block.
-        cover = on.reshape(on.shape[0] // 2, 2, on.shape[1] // 2, 2).mean(axis=(1, 3), dtype=np.float32)
-        for plane, target in ((u, tu), (v, tv)):
-            plane[:] = np.rint(plane + (a * cover) * (target - plane)).astype(np.uint8)
+        y, u, v = planes
+        H, W = y.shape
+        h, w = mask.shape
+        for r0 in range(0, H, _ROWS):
+            r1 = min(r0 + _ROWS, H)
+            on = mask[min(r0, h - 1):min(r1, h)].astype(bool)
+            if on.shape != (r1 - r0, W):   # odd size: the padded row/column repeats the mask's edge
+                on = np.pad(on, ((0, r1 - r0 - on.shape[0]), (0, W - w)), mode="edge")
+            if not on.any():
+                continue
+            ys = y[r0:r1]
+            ys[on] = np.rint(ys[on] + a * (ty - ys[on])).astype(np.uint8)
+            # Chroma is subsampled 2x2: weight the blend by the mask's coverage of each block.
+            cover = on.reshape(on.shape[0] // 2, 2, W // 2, 2).mean(axis=(1, 3), dtype=np.float32)
+            for plane, target in ((u, tu), (v, tv)):
+                part = plane[r0 // 2:r1 // 2]
+                part[:] = np.rint(part + (a * cover) * (target - part)).astype(np.uint8)
 
     # -- public API
 
@@ -261,7 +412,7 @@ class OverlayWriter:
 
         Args:
             second: index l, increasing from call to call.
-            mask: bool ``[H, W]`` at the source frame size.
+            mask: bool ``[H, W]`` at the displayed frame size (``MediaInfo.height, width``).
         """
         if self._closed:
             raise RuntimeError("OverlayWriter.add_second after close()/abort()")
@@ -276,8 +427,9 @@ class OverlayWriter:
                 sec = self._second_of(frame)
                 if sec > second:
                     break
-                self._encode_frame(frame, mask if sec == second else None)
                 self._pending = None
+                self._encode_frame(frame, mask if sec == second else None)
+                del frame
         except BaseException:
             self.abort()
             raise
@@ -292,15 +444,19 @@ class OverlayWriter:
         try:
             while (frame := self._next_frame()) is not None:
                 self._second_of(frame)
-                self._encode_frame(frame, None)
                 self._pending = None
+                self._encode_frame(frame, None)
+                del frame
             if self.frames_written == 0:
                 raise MediaError(f"{self.src}: no video frames decoded for the overlay")
             for pkt in self._vout.encode(None):
-                self._out.mux(pkt)
-            if self._aout is not None:
+                self._mux(pkt, "video")
+            if self.audio_mode == "aac":
                 self._encode_audio(None)
-            self._out.close()
+            try:
+                self._out.close()
+            except av.error.FFmpegError as e:
+                raise MediaError(f"{self.src}: overlay failed finishing the file ({_one_line(e)})") from None
             self._in.close()
             self._closed = True
             os.replace(self._tmp, self.dst)
