@@ -14,6 +14,11 @@
 The container follows the suffix: ``.mp4``/``.mov``/``.mkv`` get H.264 (yuv420p)
 + AAC; ``.avi`` gets MPEG-4 part 2 + PCM s16le; ``.webm`` VP9 + Opus.
 Width and height must be even (libx264 with yuv420p).
+
+The rest writes the awkward files users have: rotated phone videos, MJPEG
+with repeated timestamps, raw H.264, 8-channel audio, an audio track without
+packets, and byte-level damage (:func:`corrupt_copy`, :func:`truncated_copy`,
+:func:`garbled_brand_copy`) of a generated file.
 """
 
 from __future__ import annotations
@@ -125,19 +130,32 @@ def make_video(
     drop_frames=(),
     audio_delay_s: float = 0.0,
     audio_seconds: float | None = None,
+    video_codec: str | None = None,
+    audio_codec: str | None = None,
+    rotate_cw: int = 0,
+    rotate_as_tag: bool = False,
+    repeat_pts=(),
+    faststart: bool = False,
 ) -> dict:
     """Write a synthetic clip; returns {"colors", "tones", "fps", "seconds", "n_frames", "path"}.
 
-    ``size`` is (width, height). ``channels`` 1, 2 or 6 (5.1). ``video=False``
+    ``size`` is (width, height). ``channels`` 1, 2, 6 (5.1) or 8 (7.1). ``video=False``
     writes an audio-only file (for error tests). ``drop_frames``: frame indices
     not written (their timestamps are missing from the stream, as in a
     variable-frame-rate file). ``audio_delay_s``: the audio stream starts that
     late (its first timestamp), the tones shifted with it. ``audio_seconds``:
     length of the audio track when it differs from the video's.
+    ``video_codec`` / ``audio_codec`` replace the suffix's codecs (``"mjpeg"``,
+    ``"pcm_s16le"``, ``"pcm_s24le"``...). ``rotate_cw``: the stored frames are
+    shown turned clockwise by that many degrees, as a display matrix or, with
+    ``rotate_as_tag``, as a ``rotate`` metadata tag (Matroska keeps it).
+    ``repeat_pts``: frame indices muxed with the previous frame's timestamp.
+    ``faststart``: MP4 index before the media data (as streamed files are).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     vcodec, acodec = _CODECS.get(suffix, _CODECS[".mp4"])
+    vcodec, acodec = video_codec or vcodec, audio_codec or acodec
     n_sec = int(np.ceil(seconds))
     colors = list(colors) if colors is not None else default_colors(n_sec)
     tones = list(tone_hz) if tone_hz is not None else default_tones(n_sec)
@@ -147,14 +165,19 @@ def make_video(
         tones = tones + default_tones(n_sec)[len(tones):]
     rate = _fps_fraction(fps)
     n_frames = int(round(seconds * rate))
-    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}[channels]
+    options = {"movflags": "+faststart"} if faststart else {}
 
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=options) as out:
         vs = None
         if video:
             vs = out.add_stream(vcodec, rate=rate)
             vs.width, vs.height = size
-            vs.pix_fmt = "yuv420p"
+            vs.pix_fmt = "yuvj420p" if vcodec == "mjpeg" else "yuv420p"
+            if rotate_cw and rotate_as_tag:
+                vs.metadata["rotate"] = str(rotate_cw)
+            elif rotate_cw:
+                vs.set_display_rotation(-rotate_cw)   # PyAV counts counter-clockwise
             if vcodec == "libx264":
                 # B-frames on, so that decode order != presentation order as in real files.
                 vs.options = {"crf": "18", "preset": "ultrafast", "x264-params": "bframes=2"}
@@ -164,6 +187,8 @@ def make_video(
                 vs.codec_context.qmax = 4
             elif vcodec == "libvpx-vp9":
                 vs.options = {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}
+            elif vcodec == "mjpeg":
+                vs.codec_context.qmin = vs.codec_context.qmax = 2
         as_ = None
         if audio:
             as_ = out.add_stream(acodec, rate=sample_rate, layout=layout)
@@ -181,6 +206,10 @@ def make_video(
             sig = (amplitude * np.sin(phase)).astype(np.float32)
             ctx = as_.codec_context
             fmt = ctx.format.name if ctx.format is not None else "fltp"
+            if channels > 6:
+                # PyAV 18 mishandles 8-channel planar frames (it counts 9
+                # planes); hand the encoder packed samples instead.
+                fmt = {"fltp": "flt", "s16p": "s16", "s32p": "s32"}.get(fmt, fmt)
             chunk = ctx.frame_size or 1024
         else:
             n_samples = 0
@@ -205,6 +234,8 @@ def make_video(
                     data = planes
                 elif fmt == "s16p":
                     data = (np.clip(planes, -1, 1) * 32767).astype(np.int16)
+                elif fmt == "s32":
+                    data = (np.clip(planes.T, -1, 1) * 2147483392).astype(np.int32).reshape(1, -1)
                 else:
                     raise ValueError(f"audio sample format {fmt} not handled")
                 af = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
@@ -217,7 +248,18 @@ def make_video(
 
         # Interleave: before each video frame, the audio up to its time.
         if vs is not None:
-            drop = set(drop_frames)
+            drop, repeat = set(drop_frames), set(repeat_pts)
+            last_pts = None
+
+            def mux_video(packets) -> None:
+                nonlocal last_pts
+                for pkt in packets:
+                    # Encoders refuse repeated timestamps; Matroska takes them.
+                    if pkt.pts in repeat and last_pts is not None:
+                        pkt.pts = pkt.dts = last_pts
+                    last_pts = pkt.pts
+                    out.mux(pkt)
+
             for i in range(n_frames):
                 encode_audio_until(float(i / rate))
                 if i in drop:
@@ -227,10 +269,8 @@ def make_video(
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 frame.pts = i
                 frame.time_base = Fraction(1) / rate
-                for pkt in vs.encode(frame):
-                    out.mux(pkt)
-            for pkt in vs.encode():
-                out.mux(pkt)
+                mux_video(vs.encode(frame))
+            mux_video(vs.encode())
         if as_ is not None:
             encode_audio_until(float("inf"))
             for pkt in as_.encode():
@@ -280,6 +320,93 @@ def make_zero_length_video(path, size: tuple[int, int] = (160, 96)) -> str:
         out.add_stream("aac", rate=44100, layout="stereo")
         out.start_encoding()  # write the header although no packet follows
     return str(path)
+
+
+def make_raw_h264(path, seconds: float = 4.0, fps: int = 25, size: tuple[int, int] = (160, 96)) -> dict:
+    """An Annex B H.264 elementary stream (``.h264``): no container, no duration, no audio."""
+    n_frames = int(round(seconds * fps))
+    colors = default_colors(int(np.ceil(seconds)))
+    with av.open(str(path), "w", format="h264") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height = size
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"crf": "18", "preset": "ultrafast", "x264-params": "bframes=2"}
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, colors[int(i / fps)], size), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+    return {"path": str(path), "colors": colors, "fps": float(fps), "seconds": seconds, "n_frames": n_frames}
+
+
+def make_empty_audio_track(path, seconds: float = 3.0, fps: int = 25, size: tuple[int, int] = (160, 96)) -> dict:
+    """Video frames plus an audio track that never receives a packet."""
+    n_frames = int(round(seconds * fps))
+    colors = default_colors(int(np.ceil(seconds)))
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height = size
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"preset": "ultrafast"}
+        acodec = "pcm_s16le" if Path(path).suffix.lower() in (".mkv", ".avi") else "aac"
+        out.add_stream(acodec, rate=44100, layout="stereo")
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, colors[int(i / fps)], size), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+    return {"path": str(path), "colors": colors, "fps": float(fps), "seconds": seconds, "n_frames": n_frames}
+
+
+def _mdat_span(data: bytes) -> tuple[int, int]:
+    """Byte range of an MP4's media data (the ``mdat`` box payload); the whole file otherwise."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        head = 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = len(data) - pos
+        if kind == b"mdat":
+            return pos + head, min(pos + size, len(data))
+        if size < 8:
+            break
+        pos += size
+    return 0, len(data)
+
+
+def corrupt_copy(src, dst, at=(0.35, 0.6), n_bytes: int = 400, seed: int = 0) -> str:
+    """Copy ``src`` with ``n_bytes`` random bytes written at each fraction ``at`` of its media data."""
+    data = bytearray(Path(src).read_bytes())
+    a, b = _mdat_span(bytes(data))
+    rng = np.random.default_rng(seed)
+    for f in at:
+        p = a + int(f * (b - a))
+        data[p:p + n_bytes] = rng.integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return str(dst)
+
+
+def truncated_copy(src, dst, fraction: float) -> str:
+    """The first ``fraction`` of ``src``'s bytes (an interrupted download or copy)."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * fraction)])
+    return str(dst)
+
+
+def garbled_brand_copy(src, dst) -> str:
+    """Copy an MP4 with byte 0x96 in its major brand (not UTF-8 in the header's metadata)."""
+    data = bytearray(Path(src).read_bytes())
+    assert data[4:8] == b"ftyp", "not an MP4 with a leading ftyp box"
+    data[10] = 0x96   # third character of the major brand
+    Path(dst).write_bytes(bytes(data))
+    return str(dst)
 
 
 if __name__ == "__main__":  # quick timing check
