@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import urllib.parse
 import urllib.request
@@ -84,10 +83,4 @@ def local_copy(source: str, *, max_bytes: int | None = None, timeout_s: float = 
             os.unlink(tmp)
 
 
-def copy_to(source: str, dst: str | Path, *, max_bytes: int | None = None) -> None:
-    """Copy ``source`` (path or URL) to the local file ``dst``."""
-    with local_copy(source, max_bytes=max_bytes) as path:
-        shutil.copyfile(path, dst)
-
-
-__all__ = ["local_copy", "copy_to"]
+__all__ = ["local_copy"]

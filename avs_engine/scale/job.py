@@ -162,9 +162,12 @@ def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = T
                   "skipped_failed": skipped_failed, "staging_removed": cleaned}
         stages: dict[str, float] = {}
         video_s, plan, ray_info, operators = 0.0, None, None, []
+        phases: dict[str, float] = {}
         prog = Progress(len(todo), enabled=progress)
         if todo:
+            t1 = time.perf_counter()
             ray = ray_context(address, **(ray_kwargs or {}))
+            phases["ray_start_s"] = time.perf_counter() - t1
             res = ray.cluster_resources()
             plan = plan_resources(res.get("CPU", 1.0), res.get("GPU", 0.0), device=cfg.runner.device,
                                   **cfg.plan_options)
@@ -179,8 +182,10 @@ def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = T
             if cfg.runner.threads is None and plan.threads:
                 cfg = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, threads=plan.threads))
             ds = build_dataset(todo, cfg, plan)
+            t2 = time.perf_counter()
             for row in ds.iter_rows():
                 row = dict(row)
+                phases.setdefault("first_result_s", time.perf_counter() - t2)
                 ok = bool(row["ok"])
                 if ok:
                     counts["done"] += 1
@@ -194,12 +199,16 @@ def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = T
                 prog.update(ok, float(row["duration_s"]))
                 if on_row is not None:
                     on_row(row)
+            phases["pipeline_s"] = time.perf_counter() - t2
             stats = ds.stats()
             (out.root / STATS_NAME).write_text(stats + "\n", encoding="utf-8")
             operators = re.findall(r"^Operator \d+ (.+?): ", stats, flags=re.M)
         wall = time.perf_counter() - t0
         summary = _summary(counts, video_s, wall, stages, plan, cfg, ray_info, out)
         summary["operators"] = operators
+        summary["phases"] = {k: round(v, 3) for k, v in phases.items()}
+        if phases.get("pipeline_s"):
+            summary["pipeline_video_s_per_s"] = round(video_s / phases["pipeline_s"], 4)
         write_json_atomic(out.root / SUMMARY_NAME, summary)
         return summary
     finally:
@@ -234,6 +243,10 @@ def summary_lines(s: dict) -> list[str]:
              f"in {s['wall_s']:.1f} s"]
     if v["done"]:
         lines.append(f"{s['seconds_of_video']:.0f} s of video: {s['video_s_per_s']:.2f} s of video per second of wall time")
+        ph = s.get("phases") or {}
+        if "pipeline_s" in ph:
+            lines.append(f"Ray start {ph.get('ray_start_s', 0.0):.1f} s, first video after {ph.get('first_result_s', 0.0):.1f} s, "
+                         f"pipeline {ph['pipeline_s']:.1f} s ({s['pipeline_video_s_per_s']:.2f} s of video per second)")
         n = max(s["seconds_of_video"], 1e-9)
         lines.append("per second of video: " + ", ".join(f"{k} {t * 1e3 / n:.1f} ms" for k, t in s["stages_s"].items()))
     if v["failed"] or v["skipped_failed"]:

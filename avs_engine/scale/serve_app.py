@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +83,6 @@ class ServeConfig:
     batch_wait_s: float = 0.02
     max_requests_per_ingress: int = 8
     max_queued_requests: int = 64
-    extra: dict = field(default_factory=dict)
 
     @property
     def max_upload_bytes(self) -> int:

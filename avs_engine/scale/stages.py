@@ -22,7 +22,6 @@ import contextlib
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 

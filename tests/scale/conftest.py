@@ -1,7 +1,8 @@
-"""Fixtures of the scale-out tests: ONE local Ray for the whole session, generated videos, avs-run's masks.
+"""Fixtures of the scale-out tests: ONE local Ray for all of them, generated videos, avs-run's masks.
 
 Ray starts with 2 logical CPUs and 1 logical GPU (no GPU needed: Ray's resources are
-counts), a small object store, and is shared by every test that asks for it.
+counts) and a small object store, is shared by every test here that asks for it, and
+stops when the last test of this folder is done (the rest of the suite runs without it).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ GOOD = {f"gen{i:02d}": (s, size) for i, (s, size) in enumerate(
 BROKEN = {"truncated": "not a readable media file", "no_audio": "no audio track"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster():
-    """The session's Ray (started once, shut down at the end); yields its address for a second driver."""
+    """The tests' Ray (started once, shut down after this folder's tests); yields its address for a second driver."""
     ray = pytest.importorskip("ray", reason=RAY_MISSING)
     if not ray.is_initialized():
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=400 << 20,

@@ -1,0 +1,34 @@
+"""avs-batch and avs-serve as commands: help, version, and refusals that need no Ray (one error line, exit 2)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from avs_engine import __version__
+from avs_engine.cli.batch import main as batch
+from avs_engine.cli.serve import main as serve
+
+
+@pytest.mark.parametrize("cmd", [batch, serve])
+def test_help_and_version(cmd):
+    r = CliRunner().invoke(cmd, ["--help"])
+    assert r.exit_code == 0 and "docs/scale.md" in r.output
+    r = CliRunner().invoke(cmd, ["--version"])
+    assert r.exit_code == 0 and r.output.strip().endswith(__version__)
+
+
+def test_batch_refusals_are_one_line(tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed: pip install 'avs-engine[ray]' (CI installs it)")
+    r = CliRunner().invoke(batch, [str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "tensorrt"])
+    assert r.exit_code == 2 and r.output.count("error:") == 1 and "--engine-dir" in r.output, r.output
+    r = CliRunner().invoke(batch, [str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "file not found" in r.output and "no video to run" in r.output, r.output
+    r = CliRunner().invoke(batch, ["x.mp4"])
+    assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_serve_refuses_options_that_do_not_apply():
+    pytest.importorskip("ray", reason="ray is not installed: pip install 'avs-engine[ray]' (CI installs it)")
+    r = CliRunner().invoke(serve, ["--precision", "bf16"])
+    assert r.exit_code == 2 and r.output.count("error:") == 1 and "bf16" in r.output, r.output
