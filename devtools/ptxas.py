@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from avs_engine.errors import CudaError
 from avs_engine.kernels.nvrtc import CSRC, SOURCES, KernelSource, nvcc_compile, nvcc_path
+from avs_engine.kernels.nvrtc import nvcc_version as _nvcc_version
 
 ARCHS = ("sm_80", "sm_90")
 # Default shapes (vit_h: T=5, 8 heads, C=256) plus the largest T the kernels take.
@@ -90,9 +90,7 @@ def sources_digest() -> str:
 
 
 def nvcc_version() -> str:
-    out = subprocess.run([nvcc_path() or "nvcc", "--version"], capture_output=True, text=True).stdout
-    m = re.search(r"release ([\d.]+), V([\d.]+)", out)
-    return m.group(2) if m else out.strip().splitlines()[-1]
+    return _nvcc_version() or "unknown"
 
 
 def format_report(records: list[KernelResources]) -> str:

@@ -11,22 +11,78 @@ strides); kernels run on torch's current stream of the tensor's device.
   with the decomposed relative-position bias added on the fly).
 
 Parameters are shared with the original modules; state_dict keys do not change.
-Shapes the kernels do not take (T > 8, ...) fall back to the PyTorch maths.
-The ``kernels`` factories are injectable: tests pass the host emulators of
-``host_emulation`` and run all of this on the CPU.
+
+Nothing here fails in a forward pass because of the GPU or the shape: a GPU
+below compute capability 8.0 gets no kernels at all, and a shape the kernels
+cannot take (T > 8, too much shared memory, ...) or a kernel that cannot be
+built runs the same maths in PyTorch, each with one warning line (``warn``).
+The ``kernels`` factories and the device's capability are injectable: tests
+pass the host emulators of ``host_emulation`` and run all of this on the CPU.
+
+The kernels are built when first needed: the flash kernel by :func:`use_cuda_kernels`,
+the ST-BAVA kernels at the first forward with a new clip length. Capturing a
+forward in a CUDA graph therefore needs a warm-up forward at that clip length
+first (as torch's CUDA-graph capture asks anyway).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import torch
 from torch import nn
 
 from .fused_fusion import FusedAVFusionBlock, TorchAttentionOps
+from ..errors import AvsError, ShapeError
 from ..kernels.launchers import DeviceArray, RelPosAttention, StbavaKernels
+from ..kernels.nvrtc import MIN_COMPUTE_CAPABILITY, unsupported_reason
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+# What building a kernel can raise: our one-line errors (no compiler, unsupported GPU, ...), a missing
+# cuda-python, and cuda-pathfinder's missing-library error (a RuntimeError).
+BUILD_ERRORS = (AvsError, ImportError, OSError, RuntimeError)
+
+Warn = Callable[[str], None]
+_WARNED: set[str] = set()
+
+
+def warn_once(msg: str) -> None:
+    """Default sink of fallback warnings: one line on stderr, once per message and process."""
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _ordinal(device: torch.device) -> int:
+    """The CUDA device index of ``device`` (``cuda`` alone: torch's current device)."""
+    if device.index is not None:
+        return device.index
+    return torch.cuda.current_device() if device.type == "cuda" else 0
+
+
+def kernels_unavailable(device, capability: tuple[int, int] | None = None, name: str | None = None) -> str | None:
+    """Why the fused CUDA kernels cannot run on ``device``, or None; asked before anything is built.
+
+    ``capability``/``name``: the GPU's compute capability and name instead of asking torch (tests)."""
+    device = torch.device(device)
+    if capability is None:
+        if device.type != "cuda":
+            return f"{device} is not a CUDA device"
+        capability = torch.cuda.get_device_capability(device)
+    if tuple(capability) < MIN_COMPUTE_CAPABILITY:
+        if name is None and device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+        return unsupported_reason(f"sm_{capability[0]}{capability[1]}", f"{name or 'this GPU'} ({device})")
+    try:
+        from cuda.bindings import driver  # noqa: F401
+    except ImportError:
+        return "cuda-python is not installed (pip install 'cuda-python[all]')"
+    return None
 
 
 def as_array(t: torch.Tensor, name: str = "tensor") -> DeviceArray:
@@ -60,23 +116,33 @@ class _DeviceGuard:
 class CudaAttentionOps:
     """``TorchAttentionOps``' three methods on the CUDA kernels (same arguments, same results)."""
 
-    def __init__(self, kernels: Callable[..., StbavaKernels] | None = None) -> None:
+    def __init__(self, kernels: Callable[..., StbavaKernels] | None = None, warn: Warn | None = None) -> None:
         self.factory = kernels
-        self._cache: dict[tuple, StbavaKernels] = {}
+        self.warn = warn or warn_once
+        self._cache: dict[tuple, StbavaKernels | None] = {}
 
     def kernels(self, T: int, H: int, C: int, like: torch.Tensor) -> StbavaKernels | None:
-        """The kernels for (T, H, C) on ``like``'s device, or None if they cannot take the shape."""
+        """The kernels for (T, H, C) on ``like``'s device, or None (with one warning) if they cannot
+        take the shape or cannot be built here: the caller then runs the PyTorch form."""
         key = (T, H, C, like.device)
         if key not in self._cache:
-            try:
-                StbavaKernels.check_shape(T, H, C)
-            except Exception:
-                self._cache[key] = None
-            else:
-                with _DeviceGuard(like):
-                    factory = self.factory or (lambda T, H, C: StbavaKernels(T, H, C, device=like.device.index or 0))
-                    self._cache[key] = factory(T, H, C)
+            self._cache[key] = self._build(T, H, C, like)
         return self._cache[key]
+
+    def _build(self, T: int, H: int, C: int, like: torch.Tensor) -> StbavaKernels | None:
+        try:
+            StbavaKernels.check_shape(T, H, C)
+        except ShapeError as e:
+            self.warn(f"{e}; the ST-BAVA attention runs in PyTorch for this shape")
+            return None
+        try:
+            with _DeviceGuard(like):
+                factory = self.factory or (lambda T, H, C: StbavaKernels(T, H, C, device=_ordinal(like.device)))
+                return factory(T, H, C)
+        except BUILD_ERRORS as e:
+            self.warn(f"the fused ST-BAVA kernels cannot be built for T={T} H={H} C={C} ({_first_line(e)}); "
+                      "the ST-BAVA attention runs in PyTorch instead")
+            return None
 
     def temporal_audio(self, v, vpe, m, beta, values, num_heads: int) -> torch.Tensor:
         T, N, C = v.shape
@@ -154,11 +220,14 @@ class CudaRelPosAttention(nn.Module):
     """SAM ``Attention`` (global, decomposed rel-pos) on the flash kernel.
 
     Same parameters as the module it replaces. The kernel takes float16/bfloat16:
-    a float32 model computes the attention in ``compute_dtype`` (projections stay float32).
+    a float32 model computes the attention in ``compute_dtype`` (projections stay
+    float32). Where the kernel cannot run (it cannot be built here, or the input's
+    grid, head dim or dtype is one it does not take) SAM's own module runs, with
+    one warning.
     """
 
     def __init__(self, attn: nn.Module, compute_dtype: torch.dtype = torch.float16,
-                 kernel: RelPosAttention | None = None) -> None:
+                 kernel: RelPosAttention | None = None, warn: Warn | None = None) -> None:
         super().__init__()
         assert attn.use_rel_pos, "only the relative-position form is fused"
         self.num_heads = attn.num_heads
@@ -168,11 +237,20 @@ class CudaRelPosAttention(nn.Module):
         self.rel_pos_h, self.rel_pos_w = attn.rel_pos_h, attn.rel_pos_w
         self.compute_dtype = compute_dtype
         self._kernel = kernel
+        self._torch_form = (attn,)  # SAM's module, same parameters; in a tuple so it is no submodule (same state_dict)
+        self.warn = warn or warn_once
+        self._build_failed = False
 
-    def kernel(self, like: torch.Tensor) -> RelPosAttention:
-        if self._kernel is None:
-            with _DeviceGuard(like):
-                self._kernel = RelPosAttention(device=like.device.index or 0)
+    def kernel(self, like: torch.Tensor) -> RelPosAttention | None:
+        """The kernel (built on ``like``'s device on first use), or None where it cannot be built."""
+        if self._kernel is None and not self._build_failed:
+            try:
+                with _DeviceGuard(like):
+                    self._kernel = RelPosAttention(device=_ordinal(like.device))
+            except BUILD_ERRORS as e:
+                self._build_failed = True
+                self.warn(f"the flash attention kernel cannot be built ({_first_line(e)}); "
+                          "SAM's global attention runs in PyTorch instead")
         return self._kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,14 +258,20 @@ class CudaRelPosAttention(nn.Module):
         B, Hg, Wg, _ = x.shape
         L, heads = Hg * Wg, self.num_heads
         dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16) else self.compute_dtype
+        kernel = self.kernel(x)
+        if kernel is None:
+            return self._torch_form[0](x)
+        why = kernel.unsupported_reason(DTYPE_NAMES.get(dtype, str(dtype)), self.qkv.out_features // (3 * heads), (Hg, Wg))
+        if why:
+            self.warn(f"{why}; SAM's global attention runs in PyTorch for this input")
+            return self._torch_form[0](x)
         qkv = self.qkv(x).reshape(B, L, 3, heads, -1).to(dtype)  # [B, L, 3, heads, D], read in place
         q, k, v = qkv.unbind(2)  # [B, L, heads, D] views
         rel_h, rel_w = decomposed_rel_tables(q, self.rel_pos_h, self.rel_pos_w, (Hg, Wg), (Hg, Wg))
         out = torch.empty(B, L, heads, q.shape[-1], dtype=dtype, device=x.device)
         with _DeviceGuard(x):
-            self.kernel(x)(as_array(q, "q"), as_array(k, "k"), as_array(v, "v"), as_array(rel_h, "rel_h"),
-                           as_array(rel_w, "rel_w"), as_array(out, "out"), (Hg, Wg), (Hg, Wg), self.scale,
-                           stream_of(x))
+            kernel(as_array(q, "q"), as_array(k, "k"), as_array(v, "v"), as_array(rel_h, "rel_h"),
+                   as_array(rel_w, "rel_w"), as_array(out, "out"), (Hg, Wg), (Hg, Wg), self.scale, stream_of(x))
         return self.proj(out.reshape(B, Hg, Wg, -1).to(x.dtype))
 
 
@@ -196,27 +280,73 @@ def relpos_supported(attn: nn.Module, grid: int) -> bool:
     return bool(getattr(attn, "use_rel_pos", False)) and head_dim in RelPosAttention.HEAD_DIMS and grid <= 64
 
 
+def global_attention_dtype(model_dtype: torch.dtype, compute_dtype: torch.dtype | None) -> torch.dtype:
+    """The precision the encoder's global attention computes in under :func:`use_cuda_kernels`: a
+    float16/bfloat16 model's own dtype; in a float32 model ``compute_dtype`` (None: float32)."""
+    if model_dtype in (torch.float16, torch.bfloat16):
+        return model_dtype
+    return compute_dtype or torch.float32
+
+
 # -- the pass ---------------------------------------------------------------------------------------
 
 
-def use_cuda_kernels(model: nn.Module, compute_dtype: torch.dtype = torch.float16,
+def use_cuda_kernels(model: nn.Module, compute_dtype: torch.dtype | None = None,
                      stbava_kernels: Callable[..., StbavaKernels] | None = None,
-                     relpos_kernel: RelPosAttention | None = None) -> dict[str, int]:
+                     relpos_kernel: RelPosAttention | None = None, *,
+                     capability: tuple[int, int] | None = None, warn: Warn | None = None) -> dict[str, int]:
     """Swap the kernels into a built ST-BAVA model (in place); returns what was swapped.
 
-    ``compute_dtype``: the global attention's precision when the model is float32.
+    ``compute_dtype``: the global attention's precision when the model is float32. The flash
+    kernel computes in float16 or bfloat16 only, so None or ``torch.float32`` (the default) keeps
+    SAM's PyTorch attention in float32 there; ``torch.float16``/``torch.bfloat16`` runs it on the
+    kernel. A float16/bfloat16 model computes it in its own dtype (:func:`global_attention_dtype`).
+
+    A CUDA model on a GPU below compute capability 8.0 gets nothing swapped (one warning). The
+    flash kernel is built here (not in a forward pass); one that cannot be built leaves SAM's
+    attention in place. ``stbava_kernels``/``relpos_kernel``: injected kernels (tests: host
+    emulation on CPU tensors); ``capability``: the GPU's instead of asking torch; ``warn``: where
+    the fallback lines go (default: stderr, once each).
     """
     from ..reference.fusion import AVFusionBlock
 
+    warn = warn or warn_once
     swapped = {"fusion_blocks": 0, "global_attention": 0}
-    ops = CudaAttentionOps(stbava_kernels)
-    for i, layer in enumerate(model.layers):
-        if type(layer) in (AVFusionBlock, FusedAVFusionBlock):
-            model.layers[i] = CudaFusedAVFusionBlock(layer, ops)
-            swapped["fusion_blocks"] += 1
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    if device.type == "cuda" or capability is not None:
+        reason = kernels_unavailable(device, capability)
+        if reason:
+            warn(f"{reason}; the exact-algebra PyTorch forms run instead")
+            return swapped
+    on_gpu = device.type == "cuda"
+
+    if on_gpu or stbava_kernels is not None:
+        ops = CudaAttentionOps(stbava_kernels, warn)
+        for i, layer in enumerate(model.layers):
+            if type(layer) in (AVFusionBlock, FusedAVFusionBlock):
+                model.layers[i] = CudaFusedAVFusionBlock(layer, ops)
+                swapped["fusion_blocks"] += 1
+
     grid = model.config.grid
-    for blk in model.image_encoder.blocks:
-        if blk.window_size == 0 and not isinstance(blk.attn, CudaRelPosAttention) and relpos_supported(blk.attn, grid):
-            blk.attn = CudaRelPosAttention(blk.attn, compute_dtype, relpos_kernel)
-            swapped["global_attention"] += 1
+    attn_dtype = global_attention_dtype(param.dtype if param is not None else torch.float32, compute_dtype)
+    blocks = [blk for blk in model.image_encoder.blocks
+              if blk.window_size == 0 and not isinstance(blk.attn, CudaRelPosAttention) and relpos_supported(blk.attn, grid)]
+    if attn_dtype not in (torch.float16, torch.bfloat16) or not blocks or not (on_gpu or relpos_kernel is not None):
+        return swapped
+    kernel = relpos_kernel
+    if kernel is None:
+        try:
+            with torch.cuda.device(device):
+                kernel = RelPosAttention(device=_ordinal(device))
+        except BUILD_ERRORS as e:
+            warn(f"the flash attention kernel cannot be built ({_first_line(e)}); SAM's global attention runs in PyTorch instead")
+            return swapped
+    for blk in blocks:
+        why = kernel.unsupported_reason(DTYPE_NAMES[attn_dtype], blk.attn.qkv.in_features // blk.attn.num_heads)
+        if why:
+            warn(f"{why}; SAM's global attention runs in PyTorch instead")
+            break
+        blk.attn = CudaRelPosAttention(blk.attn, attn_dtype, kernel, warn)
+        swapped["global_attention"] += 1
     return swapped

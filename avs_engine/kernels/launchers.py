@@ -22,6 +22,7 @@ from .nvrtc import KernelSource, cuda_call, load_module
 
 DTYPE_SUFFIX = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+STATIC_SMEM_LIMIT = 48 * 1024  # bytes of static __shared__ per block: ptxas refuses more ("uses too much shared data")
 
 
 # -- parameter structs (field order and types exactly as in csrc/params.h) ------------------------
@@ -168,8 +169,38 @@ def _cdiv(a: int, b: int) -> int:
 # -- ST-BAVA attention -----------------------------------------------------------------------------
 
 
+def stbava_static_smem(T: int, H: int, C: int) -> dict[str, int]:
+    """Bytes of static shared memory of each ST-BAVA kernel at (T, H, C): the ``__shared__`` arrays
+    of temporal_attention.cu and spatial_attention.cu, in floats, as written there (a CPU test
+    compares these with ptxas' own report)."""
+    HT = H * T
+    vis_pixels = 32 if T <= 5 else 16
+    vis_threads = vis_pixels * T
+    floats = {
+        # xs[128][32 + 1], ms[32][HT], warp_sums[128 / 32][HT]
+        "temporal_audio_partial": 128 * 33 + 32 * HT + 4 * HT,
+        "temporal_audio_combine": HT,  # pbar[HT]
+        # xs[vis_threads][16 + 1], ms[16][HT], ps[vis_pixels][T][HT + 1]
+        "temporal_visual": vis_threads * 17 + 16 * HT + vis_pixels * T * (HT + 1),
+        # ms[C][H + 1], warp_max[8][H], block_sum[H], block_acc[H][C]
+        "spatial_visual_partial": C * (H + 1) + 8 * H + H + H * C,
+        "spatial_visual_combine": 128 * H,  # weight[128][H]
+    }
+    return {k: 4 * v for k, v in floats.items()}
+
+
+STBAVA_KERNELS = (
+    *(f"temporal_audio_partial_{s}" for s in DTYPE_SUFFIX.values()), "temporal_audio_combine",
+    *(f"temporal_visual_{s}" for s in DTYPE_SUFFIX.values()),
+    *(f"spatial_visual_partial_{s}" for s in DTYPE_SUFFIX.values()), "spatial_visual_combine",
+)
+
+
 class StbavaKernels:
-    """The ST-BAVA attention kernels specialised for (T, H, C), loaded on the current device."""
+    """The ST-BAVA attention kernels specialised for (T, H, C), loaded on the current device.
+
+    Everything a launch needs (modules, functions, launch geometry) is fetched here, so that a
+    launch is only ``cuLaunchKernel`` (nothing synchronous inside a CUDA-graph capture)."""
 
     def __init__(self, T: int, H: int, C: int, device: int = 0) -> None:
         self.check_shape(T, H, C)
@@ -180,6 +211,8 @@ class StbavaKernels:
         self.warps, self.spatial_threads, self.max_splits = self.spatial.constant_ints("spatial_geometry", 3)
         if ht != H * T:
             raise CudaError(f"temporal_attention module built for H*T={ht}, expected {H * T}")
+        self.functions = {name: (self.spatial if name.startswith("spatial") else self.temporal).function(name)
+                          for name in STBAVA_KERNELS}
 
     @staticmethod
     def load(src: KernelSource, device: int):
@@ -188,15 +221,21 @@ class StbavaKernels:
 
     @staticmethod
     def check_shape(T: int, H: int, C: int) -> None:
-        """Raise ShapeError unless the kernels can be built for (T, H, C)."""
+        """Raise ShapeError unless the kernels can be built for (T, H, C): the static limits of the
+        sources and 48 KiB of static shared memory per kernel (for example T=5, 12 heads, C=96 needs
+        53,760 bytes in temporal_visual)."""
         if not 1 <= T <= 8:
             raise ShapeError(f"fused kernels take T in 1..8 frames, got {T}")
         if H < 1 or C % H or C % 32 or H * T > 64 or H * (C // 32) > 64:
             raise ShapeError(f"fused kernels need C % 32 == 0, C % H == 0, H*T <= 64, H*C/32 <= 64; got T={T} H={H} C={C}")
+        over = {k: b for k, b in stbava_static_smem(T, H, C).items() if b > STATIC_SMEM_LIMIT}
+        if over:
+            name, size = max(over.items(), key=lambda kv: kv[1])
+            raise ShapeError(f"fused kernels cannot be built for T={T} H={H} C={C}: {name} would need {size} bytes of "
+                             f"static shared memory (limit {STATIC_SMEM_LIMIT})")
 
     def _launch(self, name: str, grid, block, smem: int, stream: int, params) -> None:
-        module = self.spatial if name.startswith("spatial") else self.temporal
-        launch(module.function(name), name, grid, block, smem, stream, params)
+        launch(self.functions[name], name, grid, block, smem, stream, params)
 
     def _check_tokens(self, v: DeviceArray, vpe: DeviceArray, N: int | None = None) -> tuple[int, str]:
         _check(v, "v", (self.T, N, self.C), tuple(DTYPE_SUFFIX))
@@ -302,6 +341,7 @@ class RelPosAttention:
     """FlashAttention-2 style attention with SAM's decomposed relative-position bias."""
 
     HEAD_DIMS = (64, 80)
+    DTYPES = ("float16", "bfloat16")
 
     def __init__(self, device: int = 0) -> None:
         from cuda.bindings import driver
@@ -313,20 +353,41 @@ class RelPosAttention:
             driver.cuDeviceGetAttribute(driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev),
             "cuDeviceGetAttribute",
         )
+        # Every variant is made ready here, not at its first launch: reading its shared-memory size is a
+        # synchronous device-to-host copy and the opt-in is an attribute change, and either one inside a
+        # CUDA-graph capture invalidates the capture.
         self._ready: dict[str, tuple[object, int]] = {}
+        self.unsupported: dict[str, str] = {}
+        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        for dtype in self.DTYPES:
+            for D in self.HEAD_DIMS:
+                name = self.kernel_name(dtype, D)
+                fn = self.module.function(name)
+                smem = self.module.constant_ints(f"{name}_smem_bytes", 1)[0]
+                if smem > self.smem_optin:
+                    self.unsupported[name] = f"{name} needs {smem} bytes of shared memory; this GPU allows {self.smem_optin}"
+                    continue
+                cuda_call(driver.cuFuncSetAttribute(fn, attr, smem), f"cuFuncSetAttribute({name})")
+                self._ready[name] = (fn, smem)
+
+    @staticmethod
+    def kernel_name(dtype: str, head_dim: int) -> str:
+        return f"relpos_flash_attn_{DTYPE_SUFFIX[dtype]}_d{head_dim}"
+
+    def unsupported_reason(self, dtype: str, head_dim: int, key_grid: tuple[int, int] | None = None) -> str | None:
+        """Why this kernel cannot take ``dtype``/``head_dim`` (and the key grid), or None."""
+        if dtype not in self.DTYPES:
+            return f"the flash kernel computes in float16 or bfloat16, not {dtype}"
+        if head_dim not in self.HEAD_DIMS:
+            return f"the flash kernel takes head dim {' or '.join(map(str, self.HEAD_DIMS))}, not {head_dim}"
+        if key_grid is not None and not all(1 <= g <= self.max_rel for g in key_grid):
+            return f"the flash kernel takes key grids up to {self.max_rel}x{self.max_rel}, not {key_grid[0]}x{key_grid[1]}"
+        return getattr(self, "unsupported", {}).get(self.kernel_name(dtype, head_dim))
 
     def _launch(self, name: str, grid, block, stream: int, params) -> None:
-        """Launch with the kernel's dynamic shared memory allowed (> 48 KiB needs an opt-in)."""
-        from cuda.bindings import driver
-
+        """Launch a variant made ready at construction (dynamic shared memory opted in)."""
         if name not in self._ready:
-            fn = self.module.function(name)
-            smem = self.module.constant_ints(f"{name}_smem_bytes", 1)[0]
-            if smem > self.smem_optin:
-                raise CudaError(f"{name} needs {smem} bytes of shared memory; this GPU allows {self.smem_optin}")
-            attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-            cuda_call(driver.cuFuncSetAttribute(fn, attr, smem), f"cuFuncSetAttribute({name})")
-            self._ready[name] = (fn, smem)
+            raise CudaError(self.unsupported.get(name, f"{name}: no such kernel variant"))
         fn, smem = self._ready[name]
         launch(fn, name, grid, block, smem, stream, params)
 
@@ -353,8 +414,7 @@ class RelPosAttention:
             _check(arr, name, (B * heads, Lq, cols), ("float32",))
             if arr.strides[1] != cols:
                 raise ShapeError(f"{name}: rows must be contiguous (row stride {cols}), got {arr.strides}")
-        suffix = DTYPE_SUFFIX[dtype]
-        name = f"relpos_flash_attn_{suffix}_d{D}"
+        name = self.kernel_name(dtype, D)
         p = RelPosAttnParams(
             q.ptr, k.ptr, v.ptr, rel_h.ptr, rel_w.ptr, out.ptr,
             *q.strides[:3], *k.strides[:3], *v.strides[:3], *out.strides[:3],  # (batch, token, head) each

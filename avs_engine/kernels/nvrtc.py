@@ -7,25 +7,58 @@ from NVRTC 13.5 on a CUDA 13.0 driver); a CUBIN has no such step. If NVRTC is
 missing or fails, ``nvcc -cubin`` is tried. Every CUDA call goes through
 :func:`cuda_call`, which raises :class:`CudaError` naming the call and the error.
 
+The kernels need compute capability 8.0 or newer (:data:`MIN_COMPUTE_CAPABILITY`):
+:func:`load_module` refuses an older GPU with :class:`UnsupportedDevice` before
+compiling anything. The cache key holds the compilers' versions, and a cached
+CUBIN the driver refuses to load is rebuilt once.
+
 No torch here: the tensorrt backend uses these kernels too. cuda-python is
 imported lazily, inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BackendError, CudaError
+from ..errors import CudaError
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("temporal_attention.cu", "spatial_attention.cu", "relpos_flash_attention.cu")
 BASE_OPTIONS = ("-std=c++17", "-O3")  # nvcc spelling; NVRTC optimises by default
+# The flash kernel uses cp.async and bf16 mma.sync.m16n8k16, which ptxas accepts only for sm_80 and newer;
+# the ST-BAVA kernels are built and checked (devtools/ptxas.py) for sm_80 and sm_90 only. One floor for all.
+MIN_COMPUTE_CAPABILITY = (8, 0)
+# What a missing or unloadable compiler raises: cuda-pathfinder's DynamicLibNotFoundError (cuda-bindings 12.9+
+# and 13.x, a RuntimeError) or the older bindings' own loader errors (RuntimeError, OSError), or no module at all.
+COMPILER_MISSING = (ImportError, OSError, RuntimeError)
+
+
+class UnsupportedDevice(CudaError):
+    """The GPU is older than :data:`MIN_COMPUTE_CAPABILITY`: the kernels cannot be built for it."""
+
+
+def arch_supported(arch: str) -> bool:
+    """Whether ``sm_XY`` meets :data:`MIN_COMPUTE_CAPABILITY`."""
+    digits = arch.removeprefix("sm_").rstrip("af")  # sm_90a, sm_100f: feature-suffixed targets
+    major, minor = int(digits[:-1]), int(digits[-1])
+    return (major, minor) >= MIN_COMPUTE_CAPABILITY
+
+
+def unsupported_reason(arch: str, what: str = "this GPU") -> str | None:
+    """One line saying why the kernels cannot run on ``arch``, or None."""
+    if arch_supported(arch):
+        return None
+    lo = "%d.%d" % MIN_COMPUTE_CAPABILITY
+    return (f"the fused CUDA kernels need compute capability {lo} or newer (cp.async and bf16 tensor-core mma); "
+            f"{what} is {arch.removeprefix('sm_')[:-1]}.{arch[-1]}")
 
 
 def cuda_call(result, what: str = "CUDA call"):
@@ -40,16 +73,18 @@ def cuda_call(result, what: str = "CUDA call"):
 
 
 def _error_text(err) -> str:
-    from cuda.bindings import driver, nvrtc
+    try:  # the error text is best effort: never let it hide the error (NVRTC's library may be the one missing)
+        from cuda.bindings import driver
 
-    try:
         if isinstance(err, driver.CUresult):
             _, name = driver.cuGetErrorName(err)
             _, text = driver.cuGetErrorString(err)
             return f"{name.decode()} ({text.decode()})"
+        from cuda.bindings import nvrtc
+
         if isinstance(err, nvrtc.nvrtcResult):
             return nvrtc.nvrtcGetErrorString(err)[1].decode()
-    except Exception:  # the error text itself is best effort
+    except Exception:
         pass
     return repr(err)
 
@@ -93,8 +128,9 @@ class KernelSource:
     def define_flags(self) -> list[str]:
         return [f"-D{k}={v}" for k, v in self.defines]
 
-    def digest(self) -> str:
-        """Hash of every file under csrc/ (the .cu and the headers it may include) and the defines."""
+    def digest(self, toolchain: str = "") -> str:
+        """Hash of every file under csrc/ (the .cu and the headers it may include), the defines and
+        ``toolchain`` (the compilers' versions, for the CUBIN cache)."""
         h = hashlib.sha256()
         for p in sorted(CSRC.iterdir()):
             if p.suffix in (".cu", ".cuh", ".h"):
@@ -102,6 +138,8 @@ class KernelSource:
                 h.update(p.read_bytes())
         h.update(self.name.encode())
         h.update(repr(self.defines).encode())
+        if toolchain:
+            h.update(toolchain.encode())
         return h.hexdigest()[:20]
 
 
@@ -155,6 +193,28 @@ def nvcc_path() -> str | None:
     return shutil.which("nvcc")
 
 
+def nvcc_version(nvcc: str | None = None) -> str | None:
+    """``nvcc --version``'s full version (``13.0.88``), or None without nvcc."""
+    nvcc = nvcc or nvcc_path()
+    return _nvcc_version(nvcc) if nvcc else None
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_version(nvcc: str) -> str | None:
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release ([\d.]+), V([\d.]+)", out)
+    return m.group(2) if m else None
+
+
+def toolchain() -> str:
+    """The versions of the compilers a CUBIN can come from (NVRTC, nvcc), for the cache key: a
+    toolkit upgrade must not reuse CUBINs the old one built."""
+    return f"nvrtc-{nvrtc_version() or 'none'}+nvcc-{nvcc_version() or 'none'}"
+
+
 def nvcc_command(src: KernelSource, arch: str, out: Path, verbose_ptxas: bool = False) -> list[str]:
     nvcc = nvcc_path()
     if nvcc is None:
@@ -175,11 +235,17 @@ def nvcc_compile(src: KernelSource, arch: str, verbose_ptxas: bool = False) -> t
         return out.read_bytes(), proc.stderr
 
 
-def compile_cubin(src: KernelSource, arch: str, use_cache: bool = True) -> bytes:
-    """CUBIN for ``arch``: from the cache, else NVRTC, else nvcc; stored in the cache."""
-    key = f"{src.path.stem}-{arch}-{src.digest()}"
-    path = cache_dir() / f"{key}.cubin"
-    if use_cache and path.is_file():
+def cache_path(src: KernelSource, arch: str) -> Path:
+    """Where the CUBIN of ``src`` for ``arch`` is cached: keyed by source, defines, arch and compilers."""
+    return cache_dir() / f"{src.path.stem}-{arch}-{src.digest(toolchain())}.cubin"
+
+
+def compile_cubin(src: KernelSource, arch: str, use_cache: bool = True, rebuild: bool = False) -> bytes:
+    """CUBIN for ``arch``: from the cache, else NVRTC, else nvcc; stored in the cache.
+
+    ``rebuild``: compile even when a cached CUBIN exists, and replace it."""
+    path = cache_path(src, arch)
+    if use_cache and not rebuild and path.is_file():
         return path.read_bytes()
     errors = []
     cubin = None
@@ -187,8 +253,8 @@ def compile_cubin(src: KernelSource, arch: str, use_cache: bool = True) -> bytes
         try:
             cubin = compiler(src, arch)
             break
-        except (CudaError, ImportError, OSError) as e:
-            errors.append(str(e))
+        except (CudaError, *COMPILER_MISSING) as e:
+            errors.append(f"{type(e).__name__}: {e}" if not isinstance(e, CudaError) else str(e))
     if cubin is None:
         raise CudaError(f"cannot build {src.name} for {arch}:\n" + "\n".join(errors))
     if use_cache:
@@ -203,17 +269,28 @@ def compile_cubin(src: KernelSource, arch: str, use_cache: bool = True) -> bytes
 # -- the running device ------------------------------------------------------------------------
 
 
+_PRIMARY: dict[int, object] = {}  # device ordinal -> its retained primary context
+
+
 def ensure_context(device: int = 0):
-    """The current CUDA context; if none, make device ``device``'s primary context current
-    (the one the CUDA runtime, hence torch, uses). Returns the CUcontext."""
+    """A current CUDA context on device ``device``: the current one if it is on that device, else that
+    device's primary context (the one the CUDA runtime, hence torch, uses), made current for this
+    thread. Returns the CUcontext."""
     from cuda.bindings import driver
 
-    cuda_call(driver.cuInit(0), "cuInit")
+    try:
+        cuda_call(driver.cuInit(0), "cuInit")
+    except RuntimeError as e:  # cuda-bindings 13: libcuda itself not found (no NVIDIA driver)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CudaError(f"cuInit failed: no usable NVIDIA driver here ({first})") from None
+    want = cuda_call(driver.cuDeviceGet(device), f"cuDeviceGet({device})")
     ctx = cuda_call(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
-    if int(ctx) == 0:
-        dev = cuda_call(driver.cuDeviceGet(device), "cuDeviceGet")
-        ctx = cuda_call(driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
-        cuda_call(driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    if int(ctx) != 0 and int(cuda_call(driver.cuCtxGetDevice(), "cuCtxGetDevice")) == int(want):
+        return ctx
+    if device not in _PRIMARY:  # retained once per device, kept for the process (as the runtime does)
+        _PRIMARY[device] = cuda_call(driver.cuDevicePrimaryCtxRetain(want), f"cuDevicePrimaryCtxRetain({device})")
+    ctx = _PRIMARY[device]
+    cuda_call(driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
     return ctx
 
 
@@ -270,11 +347,40 @@ class Module:
 _MODULES: dict[tuple[int, KernelSource], Module] = {}
 
 
+def device_name(dev=None) -> str:
+    """The GPU's name (best effort: ``GPU`` when the driver does not say)."""
+    from cuda.bindings import driver
+
+    try:
+        dev = current_device() if dev is None else dev
+        raw = cuda_call(driver.cuDeviceGetName(256, dev), "cuDeviceGetName")
+        return bytes(raw).split(b"\0", 1)[0].decode(errors="replace").strip() or "GPU"
+    except Exception:  # only for messages
+        return "GPU"
+
+
 def load_module(src: KernelSource, device: int = 0) -> Module:
-    """Build (or fetch from cache) ``src`` for the current device and load it once per context."""
+    """Build (or fetch from cache) ``src`` for device ``device`` and load it once per context.
+
+    Raises :class:`UnsupportedDevice` before compiling for a GPU below :data:`MIN_COMPUTE_CAPABILITY`.
+    A cached CUBIN that the driver refuses (written by another toolchain, or damaged) is rebuilt once."""
     ctx = ensure_context(device)
     key = (int(ctx), src)
     if key not in _MODULES:
-        cubin = compile_cubin(src, device_arch())
-        _MODULES[key] = Module(cubin, src.name)
+        arch = device_arch()
+        reason = unsupported_reason(arch, f"{device_name()} (cuda:{device})")
+        if reason:
+            raise UnsupportedDevice(reason)
+        cached = cache_path(src, arch).is_file()
+        cubin = compile_cubin(src, arch)
+        try:
+            module = Module(cubin, src.name)
+        except CudaError as first:
+            if not cached:
+                raise
+            try:
+                module = Module(compile_cubin(src, arch, rebuild=True), src.name)
+            except CudaError as again:
+                raise CudaError(f"{again} (a cached CUBIN was refused too: {first}; toolchain {toolchain()})") from None
+        _MODULES[key] = module
     return _MODULES[key]

@@ -39,6 +39,36 @@ def test_largest_T_compiles_without_spills():
     assert records and not [r for r in records if r.spill_stores or r.spill_loads]
 
 
+def _kernel_family(function: str) -> str:
+    """temporal_visual_bf16 -> temporal_visual; temporal_audio_combine stays."""
+    head, _, tail = function.rpartition("_")
+    return head if tail in ("f32", "f16", "bf16") else function
+
+
+@needs_nvcc
+def test_static_smem_bound_matches_ptxas(default_records):
+    """check_shape's shared-memory arithmetic against ptxas' own report: the default shapes (already
+    compiled) and T=5, 12 heads, C=96, which ptxas refuses (its report still gives every size)."""
+    from avs_engine.errors import CudaError, ShapeError
+    from avs_engine.kernels.launchers import STATIC_SMEM_LIMIT, StbavaKernels, stbava_static_smem
+
+    def check(records, T, H, C):
+        want = stbava_static_smem(T, H, C)
+        stbava = [r for r in records if r.source != "relpos_flash_attention.cu"]
+        assert stbava and all(r.smem == want[_kernel_family(r.function)] for r in stbava), (T, H, C, stbava)
+
+    check(default_records, 5, 8, 256)
+    src = KernelSource("temporal_attention.cu", (("AVS_T", 5), ("AVS_H", 12), ("AVS_C", 96)))
+    with pytest.raises(CudaError, match="uses too much shared data") as e:
+        ptxas.compile_variant(src, "sm_80")
+    records = ptxas.parse_ptxas(str(e.value), src)
+    assert len(records) == 7  # the three temporal families in three dtypes, plus the combine kernel
+    check(records, 5, 12, 96)
+    assert max(r.smem for r in records) == stbava_static_smem(5, 12, 96)["temporal_visual"] == 53760 > STATIC_SMEM_LIMIT
+    with pytest.raises(ShapeError, match="static shared memory"):
+        StbavaKernels.check_shape(5, 12, 96)
+
+
 def test_committed_report_is_current():
     text = ptxas.REPORT.read_text()
     assert f"sources digest: {ptxas.sources_digest()}" in text, (
