@@ -105,6 +105,10 @@ class OnnxRuntimeRunner(Runner):
             raise BackendError(
                 f"onnxruntime {ort.__version__} here does not offer {', '.join(missing)} (offered: {', '.join(offered)})"
             )
+        if "TensorrtExecutionProvider" in self.providers and "CUDAExecutionProvider" not in self.providers \
+                and "CUDAExecutionProvider" in offered:
+            # nodes TensorRT does not take run on the GPU too, not on the CPU (and no copies between)
+            self.providers.insert(self.providers.index("TensorrtExecutionProvider") + 1, "CUDAExecutionProvider")
         if "CPUExecutionProvider" not in self.providers:
             self.providers.append("CPUExecutionProvider")  # ONNX Runtime's fallback for unsupported nodes
         self.device_type = _DEVICE_OF.get(self.providers[0], "cpu")
@@ -132,11 +136,26 @@ class OnnxRuntimeRunner(Runner):
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise BackendError(f"{path}: ONNX Runtime cannot load this graph ({first[:300]})") from None
             self._check_io(sess, stage, path)
+            self._check_providers(sess, path)
             sessions[stage] = sess
         self.manifest, self.sessions, self.precision_used = manifest, sessions, precision
         self.config = config
         self.description = f"onnxruntime {ort.__version__} {self.providers[0]} {precision}"
         self._ort = ort
+
+    def _check_providers(self, sess, path: Path) -> None:
+        """ONNX Runtime drops a provider that fails to load (CUDA/cuDNN libraries missing, a driver too
+        old) with a log line and runs on the next one, down to the CPU: refuse that instead of running
+        somewhere else than asked (and binding outputs to a device the session is not on)."""
+        active = list(sess.get_providers())
+        wanted = self.providers[0]
+        if wanted not in active:
+            import onnxruntime as ort
+
+            raise BackendError(
+                f"{path}: ONNX Runtime {ort.__version__} could not start {wanted} and would run on {', '.join(active) or 'nothing'} "
+                "instead (missing CUDA/cuDNN/TensorRT libraries or an old driver? ONNX Runtime's log above says which)"
+            )
 
     def _provider_options(self, provider: str) -> dict[str, str]:
         if provider == "CUDAExecutionProvider":

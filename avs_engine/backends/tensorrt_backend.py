@@ -143,7 +143,24 @@ class TensorRTRunner(Runner):
             out[n] = known[dt]
         return out
 
+    def _use_device(self) -> None:
+        """Make the runner's GPU current for the calling thread: the CUDA current device is per
+        thread, and a runner may be driven from another thread than the one that activated it."""
+        from ..gpu import cuda_memory as cm
+
+        cm.use_device(self.device_id)
+
+    def __del__(self) -> None:
+        # A runner dropped while active still holds device buffers, pinned memory, a stream and
+        # TensorRT objects: release them (on its own device). Never raise from a finalizer.
+        try:
+            if getattr(self, "is_active", False):
+                self.deactivate()
+        except Exception:
+            pass
+
     def deactivate_impl(self) -> None:
+        self._use_device()
         self._drop_graphs()
         if self._stream is not None:
             self._stream.synchronize()
@@ -240,6 +257,7 @@ class TensorRTRunner(Runner):
         spec = STAGES[stage]
         T = int(next(iter(inputs.values())).shape[0])
         self._check_T(T)
+        self._use_device()
         plan = self._buffers(T)
         self._bind(T, plan)
         for name, x in inputs.items():
@@ -260,6 +278,7 @@ class TensorRTRunner(Runner):
         to the host. With ``cuda_graph`` the clip is one graph replay, timed as the stage ``model``."""
         T = int(image.shape[0])
         self._check_T(T)
+        self._use_device()
         plan = self._buffers(T)
         self._bind(T, plan)
         for name, x in (("image", image), ("log_mel", log_mel)):

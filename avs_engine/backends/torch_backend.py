@@ -36,6 +36,26 @@ class _TorchEvent:
 DTYPES = ("float32", "float16", "bfloat16")
 
 
+def describe_torch_run(device: str, dtype: str, fused: bool, swapped: Mapping[str, int],
+                       global_attention_dtype: str | None = None) -> str:
+    """The runner's description (result.json keeps it): with ``fused``, where the ST-BAVA attention
+    ran (CUDA kernels or PyTorch) and the precision of the encoder's global attention, e.g.
+    ``torch cuda float32 fused; ST-BAVA attention on the fused CUDA kernels; global attention
+    float16 on the flash kernel``."""
+    d = f"torch {device} {dtype}"
+    if not fused:
+        return d
+    parts = [d + " fused"]
+    if device.startswith("cuda"):
+        parts.append("ST-BAVA attention on the fused CUDA kernels" if swapped.get("fusion_blocks") else "ST-BAVA attention in PyTorch")
+    if swapped.get("global_attention"):
+        ga = dtype if dtype != "float32" else (global_attention_dtype or "float32")
+        parts.append(f"global attention {ga} on the flash kernel")
+    else:
+        parts.append(f"global attention {dtype} in PyTorch")
+    return "; ".join(parts)
+
+
 class TorchRunner(Runner):
     name = "torch"
 
@@ -50,21 +70,32 @@ class TorchRunner(Runner):
         seed: int | None = None,
         allow_missing_fusion: bool = False,
         fused: bool = False,
+        global_attention_dtype: str | None = None,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
         ``model``: an already built STBAVA (tests). ``seed`` without weights:
         random initialisation (tests and benchmarks only). ``fused``: swap in the
         exact-algebra ST-BAVA block and the folded mask-decoder attention (any
-        device) and, on CUDA, the fused CUDA attention kernels (avs_engine.kernels)."""
+        device) and, on CUDA, the fused CUDA attention kernels (avs_engine.kernels).
+        ``global_attention_dtype``: with ``fused`` on CUDA, the precision of the SAM encoder's
+        global attention in a float32 model: ``float16``/``bfloat16`` run it on the flash kernel,
+        ``float32`` (and None, the default: the model's dtype) keep PyTorch's attention. A
+        float16/bfloat16 model computes it in its own dtype. ``description`` says which ran."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        if global_attention_dtype not in (None, *DTYPES):
+            raise BackendError(f"global_attention_dtype must be one of {', '.join(DTYPES)}, got '{global_attention_dtype}'")
+        if dtype != "float32" and global_attention_dtype not in (None, dtype):
+            raise BackendError(f"global attention in {global_attention_dtype}: a {dtype} model computes it in {dtype}")
         self.weights, self.config_spec, self.device_name, self.dtype_name = weights, config, device, dtype
         self.vggish, self.model, self.seed = vggish, model, seed
         self.allow_missing_fusion = allow_missing_fusion
         self.fused = fused
+        self.global_attention_dtype = global_attention_dtype
         self.swapped: dict[str, int] = {}
+        self.warnings: list[str] = []
         self.load_report = None
 
     @staticmethod
@@ -95,6 +126,9 @@ class TorchRunner(Runner):
             raise BackendError(f"device '{self.device_name}' requested but CUDA is not available here (use --device cpu)")
         self.device = torch.device(self.device_name)
         self.dtype = getattr(torch, self.dtype_name)
+        if self.global_attention_dtype not in (None, self.dtype_name) and not (self.fused and self.device.type == "cuda"):
+            raise BackendError(f"global attention in {self.global_attention_dtype} needs fused=True on a CUDA device "
+                               f"(the flash kernel); elsewhere it computes in the model's {self.dtype_name}")
         if self.model is None:
             if self.weights is not None and is_bundle(self.weights):
                 self.model, self.load_report = load_bundle(self.weights)
@@ -120,10 +154,21 @@ class TorchRunner(Runner):
             if self.device.type == "cuda":
                 from ..exact.torch_ops import use_cuda_kernels
 
-                self.swapped = use_cuda_kernels(self.model)
+                ga = getattr(torch, self.global_attention_dtype) if self.global_attention_dtype else None
+                self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, warn=self._kernel_warning)
         self.config = self.model.config
-        self.description = f"torch {self.device} {self.dtype_name}" + (" fused" if self.fused else "")
+        self.description = describe_torch_run(str(self.device), self.dtype_name, self.fused, self.swapped,
+                                              self.global_attention_dtype)
         self._torch = torch
+
+    def _kernel_warning(self, msg: str) -> None:
+        """A fused-kernel fallback: kept in ``warnings`` (the caller shows them after activation);
+        once active, also printed, since no one reads the list any more."""
+        if msg in self.warnings:
+            return
+        self.warnings.append(msg)
+        if self.is_active:
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
 
     def _in(self, a: np.ndarray):
         return self._torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)
