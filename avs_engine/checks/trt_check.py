@@ -1,8 +1,11 @@
 """How far the TensorRT engines are from the ONNX graphs (``avs-export check``).
 
 Polygraphy runs each graph on ONNX Runtime (CPU or CUDA provider) and its
-engine on TensorRT with the same inputs, and compares every output with
-per-output tolerances (Polygraphy's simple compare function, error statistic per output).
+engine on TensorRT with the same inputs; every output passes when every
+element is within ``atol + rtol * |ONNX Runtime's value|`` of ONNX Runtime's
+(checked here with numpy, not by Polygraphy's compare functions, whose
+``mean`` statistic fails only when the mean absolute error exceeds atol *and*
+the mean relative error exceeds rtol).
 Inputs: a seeded random clip (image ~ N(0,1), log-mel ~ N(-1,2)); each stage
 gets the ONNX Runtime chain's own intermediates, so errors do not compound
 from stage to stage. The whole chain is then run by the tensorrt backend
@@ -31,17 +34,20 @@ from ..artifacts.graph_manifest import Manifest, read_manifest
 
 Progress = Callable[[str], None]
 
-# (rtol, atol, error statistic) per output, by the precision of the engines, against the FP32 graphs.
+# (rtol, atol, criterion) per output, by the precision of the engines, against the FP32 graphs.
 # FP32 engines may use TF32 tensor cores (TensorRT's default), hence 1e-3-level errors.
-# Statistic "mean": the mean elementwise error must be within atol + rtol * |reference|.
+# Criterion "elementwise": every element within atol + rtol * |reference| (np.isclose's rule).
+# These values were chosen before any engine ran on a GPU: the report gives each output's worst
+# element as a multiple of its tolerance, to set them from a real run.
+ELEMENTWISE = "elementwise"
 TOLERANCES: dict[str, dict[str, tuple[float, float, str]]] = {
-    "fp32": {name: (1e-2, 1e-3, "mean") for name in ("a128", "enc", "dense", "sparse", "logits")},
+    "fp32": {name: (1e-2, 1e-3, ELEMENTWISE) for name in ("a128", "enc", "dense", "sparse", "logits")},
     "fp16": {
-        "a128": (2e-2, 1e-2, "mean"),
-        "enc": (5e-2, 2e-2, "mean"),
-        "dense": (5e-2, 2e-2, "mean"),
-        "sparse": (5e-2, 2e-2, "mean"),
-        "logits": (5e-2, 5e-2, "mean"),
+        "a128": (2e-2, 1e-2, ELEMENTWISE),
+        "enc": (5e-2, 2e-2, ELEMENTWISE),
+        "dense": (5e-2, 2e-2, ELEMENTWISE),
+        "sparse": (5e-2, 2e-2, ELEMENTWISE),
+        "logits": (5e-2, 5e-2, ELEMENTWISE),
     },
 }
 DEFAULT_MIN_IOU = 0.9
@@ -91,8 +97,10 @@ class OutputCheck:
     mean_abs: float | None = None
     rtol: float | None = None
     atol: float | None = None
-    stat: str | None = None
-    passed: bool | None = None  # Polygraphy's verdict with the tolerances above
+    stat: str | None = None  # the criterion: "elementwise"
+    worst: float | None = None  # max over elements of |d| / (atol + rtol |ref|): <= 1 passes
+    outside: int | None = None  # elements outside atol + rtol |ref|
+    passed: bool | None = None  # every element within atol + rtol |ref|, and all finite
 
 
 @dataclass
@@ -116,7 +124,8 @@ class CheckReport:
 
     def failures(self) -> list[str]:
         out = [f"{o.stage}.{o.output} has non-finite values (ONNX Runtime)" for o in self.outputs if not o.finite]
-        out += [f"{o.stage}.{o.output} (rel L2 {o.rel_l2:.2e}, max |d| {o.max_abs:.3g})" for o in self.outputs if o.passed is False]
+        out += [f"{o.stage}.{o.output} ({o.outside} elements outside atol + rtol|ref|, worst at {o.worst:.3g}x; "
+                f"rel L2 {o.rel_l2:.2e}, max |d| {o.max_abs:.3g})" for o in self.outputs if o.passed is False]
         if self.chain_iou is not None and min(self.chain_iou) < self.min_iou:
             out.append(f"chain mask IoU {min(self.chain_iou):.4f} < {self.min_iou}")
         return out
@@ -137,7 +146,7 @@ class CheckReport:
             else:
                 lines.append(
                     f"{where} rel L2 {o.rel_l2:.2e}  max |d| {o.max_abs:.3g}  mean |d| {o.mean_abs:.3g}  "
-                    f"(rtol {o.rtol:g} atol {o.atol:g} on the {o.stat}) {'ok' if o.passed else 'FAIL'}"
+                    f"worst element {o.worst:.3g}x of atol {o.atol:g} + rtol {o.rtol:g}|ref| {'ok' if o.passed else 'FAIL'}"
                 )
         if self.chain_iou is not None:
             iou = min(self.chain_iou)
@@ -156,22 +165,31 @@ class CheckReport:
 # -- running -------------------------------------------------------------------------------------------
 
 
+def within_tolerance(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> tuple[bool, float, int]:
+    """Every element of ``got`` within ``atol + rtol * |ref|`` of ``ref`` (a non-finite one is outside).
+    Returns (passed, worst |d| / (atol + rtol |ref|) over the elements, how many are outside)."""
+    got64, ref64 = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    d = np.abs(got64 - ref64)
+    allowed = atol + rtol * np.abs(ref64)
+    n_bad = int((~(d <= allowed)).sum())  # NaN compares False: outside
+    if d.size == 0:
+        return True, 0.0, 0
+    if not np.isfinite(d).all():
+        return False, float("inf"), n_bad
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(d == 0, 0.0, d / allowed)  # allowed == 0 < d: inf
+    return n_bad == 0, float(ratio.max()), n_bad
+
+
 def _polygraphy():
     try:
         from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
         from polygraphy.comparator import Comparator
         from polygraphy.logger import G_LOGGER
-
-        try:
-            from polygraphy.comparator import SimpleCompareFunc as simple_compare  # newer Polygraphy (0.53 here)
-        except ImportError:  # older: the same function as CompareFunc.simple (deprecated in 0.53)
-            from polygraphy.comparator import CompareFunc
-
-            simple_compare = CompareFunc.simple
     except ImportError as e:
         raise BackendError(f"avs-export check needs Polygraphy and ONNX Runtime ({e.name} is missing): pip install polygraphy onnxruntime") from None
     G_LOGGER.module_severity = G_LOGGER.CRITICAL  # Polygraphy's own per-run report off: ours says what matters
-    return OnnxrtRunner, SessionFromOnnx, Comparator, simple_compare
+    return OnnxrtRunner, SessionFromOnnx, Comparator
 
 
 class TensorRTSide:
@@ -256,7 +274,7 @@ def run_check(
     T = int(T if T is not None else (engines.T.opt if engines is not None else 2))
     if T < 1:
         raise ConfigError(f"T must be >= 1, got {T}")
-    OnnxrtRunner, SessionFromOnnx, Comparator, simple_compare = _polygraphy()
+    OnnxrtRunner, SessionFromOnnx, Comparator = _polygraphy()
     side = engine_side or TensorRTSide(device)
     skipped = "no engines.json found" if engines is None else side.unavailable(engines, T)
     engine_runs = skipped is None
@@ -275,7 +293,7 @@ def run_check(
     for stage in STAGE_ORDER:
         spec = STAGES[stage]
         feeds = {t.name: values[t.name] for t in spec.inputs}
-        # the reference last: Polygraphy's rtol is relative to the second runner's outputs
+        # ONNX Runtime last: results[-1] is the reference
         runners = [side.stage_runner(engines, stage)] if engine_runs else []
         runners.append(OnnxrtRunner(SessionFromOnnx(str(onnx.graph_path(precision, stage)), providers=providers), name="onnxruntime"))
         t0 = time.perf_counter()
@@ -285,17 +303,6 @@ def run_check(
             raise BackendError(f"{stage}: running the graph/engine failed ({_first_line(e)})") from None
         report.seconds[stage] = round(time.perf_counter() - t0, 3)
         ort_out = results[-1][1][0]  # the ONNX Runtime runner, iteration 0
-        verdicts = {}
-        if engine_runs:
-            func = simple_compare(
-                rtol={n: tols[n][0] for n in spec.output_names}, atol={n: tols[n][1] for n in spec.output_names},
-                check_error_stat={n: tols[n][2] for n in spec.output_names},
-            )
-            acc = Comparator.compare_accuracy(results, compare_func=func)
-            if not hasattr(acc, "values"):  # Polygraphy 0.53+: AccuracyResults, one AccuracyResult per compare function
-                acc = acc[0]
-            per_iter = next(iter(acc.values()))[0]  # the one runner pair, iteration 0: output -> result
-            verdicts = {n: bool(per_iter[n]) for n in spec.output_names}
         for t in spec.outputs:
             ref = np.asarray(ort_out[t.name], np.float32)
             want = t.concrete(dims)
@@ -308,7 +315,8 @@ def run_check(
                 d = np.abs(got.astype(np.float64) - ref)
                 o.rel_l2, o.max_abs, o.mean_abs = rel_l2(got, ref), float(d.max()), float(d.mean())
                 o.rtol, o.atol, o.stat = tols[t.name]
-                o.passed = verdicts[t.name] and bool(np.isfinite(got).all())
+                ok, o.worst, o.outside = within_tolerance(got, ref, o.rtol, o.atol)
+                o.passed = ok and bool(np.isfinite(got).all())
             report.outputs.append(o)
         progress(f"{stage}: {report.seconds[stage]:.2f} s")
 

@@ -51,7 +51,9 @@ DEFAULT_WORKSPACE_GB = 8.0
 TIMING_CACHE_NAME = "timing.cache"
 # TensorRT layer types of the float32 islands of fp16.FLOAT32_ISLANDS (LayerNormalization ->
 # NORMALIZATION, Softmax -> SOFTMAX, ReduceMean/ReduceSum/ReduceL2 -> REDUCE): pinned to
-# float32 on the weak-typed route so that it keeps the islands the FP16 ONNX keeps.
+# float32 on the weak-typed route so that it keeps the islands the FP16 ONNX keeps. The parser
+# builds ReduceL2 as three layers (an elementwise x*x, a REDUCE sum, a UNARY sqrt):
+# pin_float32_layers pins the square and the sqrt around a reduction too.
 ISLAND_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 
 Progress = Callable[[str], None]
@@ -264,20 +266,92 @@ def make_progress_monitor(trt, progress: BuildProgress):
 
 
 def pin_float32_layers(trt, network, layer_types=ISLAND_LAYER_TYPES) -> int:
-    """Weak route: run the islands' layers in float32 (precision and output types). Returns the count."""
+    """Weak route: run the islands' layers in float32 (precision and output types). Returns the count.
+
+    Besides the layers of ``layer_types``, the ones the ONNX parser adds around a reduction:
+    ReduceL2 arrives as an elementwise square (the same tensor twice), a REDUCE sum and a UNARY
+    sqrt, and pinning only the sum would leave the square in FP16 (it overflows from |x| > 256)
+    and the sqrt too. So the square feeding a REDUCE layer and the UNARY layers it feeds are
+    pinned with it (looking through SHUFFLE layers, which the parser may put between)."""
     wanted = {getattr(trt.LayerType, t) for t in layer_types}
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    producer, consumers = {}, {}
+    for layer in layers:
+        for j in range(layer.num_outputs):
+            producer[layer.get_output(j).name] = layer
+        for j in range(layer.num_inputs):
+            t = layer.get_input(j)
+            if t is not None:
+                consumers.setdefault(t.name, []).append(layer)
+
+    def upstream(layer):
+        t = layer.get_input(0) if layer.num_inputs else None
+        p = producer.get(t.name) if t is not None else None
+        while p is not None and p.type == trt.LayerType.SHUFFLE and p.num_inputs:
+            t = p.get_input(0)
+            p = producer.get(t.name) if t is not None else None
+        return p
+
+    def downstream(layer):
+        out, todo = [], [c for j in range(layer.num_outputs) for c in consumers.get(layer.get_output(j).name, [])]
+        while todo:
+            c = todo.pop()
+            if c.type == trt.LayerType.SHUFFLE:
+                todo += [d for j in range(c.num_outputs) for d in consumers.get(c.get_output(j).name, [])]
+            else:
+                out.append(c)
+        return out
+
+    def is_square(layer) -> bool:
+        if layer is None or layer.type != trt.LayerType.ELEMENTWISE or layer.num_inputs != 2:
+            return False
+        a, b = layer.get_input(0), layer.get_input(1)
+        return a is not None and b is not None and a.name == b.name
+
+    pin = {id(layer): layer for layer in layers if layer.type in wanted}
+    reduce_type = getattr(trt.LayerType, "REDUCE", None)
+    for layer in list(pin.values()):
+        if layer.type != reduce_type:
+            continue
+        up = upstream(layer)
+        if is_square(up):
+            pin[id(up)] = up
+        for down in downstream(layer):
+            if down.type == getattr(trt.LayerType, "UNARY", None):
+                pin[id(down)] = down
     floats = {trt.float32, trt.float16}
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type not in wanted:
+    for layer in layers:  # network order
+        if id(layer) not in pin:
             continue
         layer.precision = trt.float32
         for j in range(layer.num_outputs):
             if layer.get_output(j).dtype in floats:
                 layer.set_output_type(j, trt.float32)
-        pinned += 1
-    return pinned
+    return len(pin)
+
+
+def attach_timing_cache(builder_config, blob: bytes, notes: list[str]) -> None:
+    """Give the build the timing cache serialised in ``blob`` (empty: a new cache).
+
+    TensorRT answers a blob it cannot read (truncated, corrupt, another format) with None from
+    ``create_timing_cache`` (logging an error) and refuses one from another GPU or TensorRT in
+    ``set_timing_cache``: either way the build starts from an empty cache, with a note."""
+    cache = None
+    if blob:
+        try:
+            cache = builder_config.create_timing_cache(blob)
+        except Exception:  # bindings that raise instead of returning None
+            cache = None
+        if cache is None:
+            notes.append("timing cache unreadable (corrupt or truncated?): started an empty one")
+        elif not builder_config.set_timing_cache(cache, False):  # False: refuse a cache from another GPU/TensorRT
+            notes.append("timing cache from another GPU or TensorRT ignored")
+            cache = None
+        else:
+            return
+    empty = builder_config.create_timing_cache(b"")
+    if empty is None or not builder_config.set_timing_cache(empty, False):
+        raise BackendError("TensorRT could not create an empty timing cache (see TensorRT's messages above)")
 
 
 @dataclass
@@ -324,10 +398,7 @@ def build_engine(trt, logger, onnx_path: Path, stage: str, config, plan: BuildPl
     if builder_config.add_optimization_profile(profile) < 0:
         raise BackendError(f"{onnx_path}: TensorRT rejected the optimisation profile {shapes}")
 
-    cache = builder_config.create_timing_cache(timing_cache)
-    if not builder_config.set_timing_cache(cache, False):  # False: refuse a cache from another GPU/TensorRT
-        notes.append("timing cache from another GPU or TensorRT ignored")
-        builder_config.set_timing_cache(builder_config.create_timing_cache(b""), False)
+    attach_timing_cache(builder_config, timing_cache, notes)
 
     monitor = make_progress_monitor(trt, BuildProgress(progress, stage))
     if monitor is not None:

@@ -34,6 +34,7 @@ def make_fake_tensorrt(
     progress_monitor: bool = True,
     reject_cache: bool = False,
     reject_profile: bool = False,
+    unreadable_cache: bool = False,
 ) -> types.ModuleType:
     """A module object standing in for ``tensorrt`` ``version``.
 
@@ -41,7 +42,13 @@ def make_fake_tensorrt(
     ``build_fails``: build_serialized_network returns None after logging an error;
     ``builder_fails``: trt.Builder() raises like pybind does without a driver;
     ``progress_monitor``: whether the bindings have IProgressMonitor;
-    ``reject_cache``: set_timing_cache refuses non-empty caches (another GPU's cache).
+    ``reject_cache``: set_timing_cache refuses non-empty caches (another GPU's cache);
+    ``unreadable_cache``: create_timing_cache returns None for a blob starting with ``b"corrupt"``
+    (what TensorRT does with a cache it cannot deserialize). set_timing_cache(None, ...) always
+    raises TypeError, as pybind does for None where an object is needed.
+
+    The parser builds one layer per ONNX node, connected by tensor names, except ReduceL2, which
+    becomes three layers as TensorRT's ONNX parser builds it: ELEMENTWISE x*x, REDUCE, UNARY sqrt.
     """
     major = int(version.split(".")[0])
     trt = types.ModuleType("tensorrt")
@@ -56,13 +63,13 @@ def make_fake_tensorrt(
         trt.BuilderFlag = _Enum("BuilderFlag", {"FP16": 0, "TF32": 1, "OBEY_PRECISION_CONSTRAINTS": 2, "PREFER_PRECISION_CONSTRAINTS": 3})
     trt.MemoryPoolType = _Enum("MemoryPoolType", {"WORKSPACE": 0})
     trt.LayerType = _Enum("LayerType", {"CONVOLUTION": 0, "MATRIX_MULTIPLY": 1, "ELEMENTWISE": 2, "NORMALIZATION": 3,
-                                        "SOFTMAX": 4, "REDUCE": 5, "SHUFFLE": 6, "RESIZE": 7})
+                                        "SOFTMAX": 4, "REDUCE": 5, "SHUFFLE": 6, "RESIZE": 7, "UNARY": 8})
     trt.DataType = _Enum("DataType", {"FLOAT": 0, "HALF": 1, "INT64": 2})
     trt.float32, trt.float16, trt.int64 = trt.DataType.FLOAT, trt.DataType.HALF, trt.DataType.INT64
     trt.TensorIOMode = _Enum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
     op_layer = {"Conv": "CONVOLUTION", "MatMul": "MATRIX_MULTIPLY", "Add": "ELEMENTWISE", "Mul": "ELEMENTWISE",
                 "LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "ReduceSum": "REDUCE", "ReduceMean": "REDUCE",
-                "Resize": "RESIZE"}
+                "Resize": "RESIZE", "Sqrt": "UNARY", "Div": "ELEMENTWISE"}
 
     class ILogger:
         Severity = _Enum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3, "VERBOSE": 4})
@@ -84,13 +91,17 @@ def make_fake_tensorrt(
             self.name, self.dtype = name, dtype
 
     class Layer:
-        def __init__(self, op, name):
+        def __init__(self, op, name, inputs=(), outputs=None):
             self.type = getattr(trt.LayerType, op_layer.get(op, "SHUFFLE"))
             self.name = name
             self.precision = None
-            self.num_outputs = 1
-            self._out = [Tensor(name + ":0", trt.float32)]
+            self._in = [Tensor(t, trt.float32) for t in inputs]
+            self._out = [Tensor(t, trt.float32) for t in (outputs or [name + ":0"])]
+            self.num_inputs, self.num_outputs = len(self._in), len(self._out)
             self.output_types = {}
+
+        def get_input(self, j):
+            return self._in[j]
 
         def get_output(self, j):
             return self._out[j]
@@ -148,7 +159,16 @@ def make_fake_tensorrt(
                 return False
             m = onnx.load(path, load_external_data=False)
             self.network.inputs = [Tensor(i.name, trt.float32) for i in m.graph.input]
-            self.network.layers = [Layer(n.op_type, n.name or f"{n.op_type}_{k}") for k, n in enumerate(m.graph.node)]
+            self.network.layers = []
+            for k, n in enumerate(m.graph.node):
+                name = n.name or f"{n.op_type}_{k}"
+                ins = [t for t in n.input if t]
+                if n.op_type == "ReduceL2":  # as the ONNX parser builds it: x*x -> sum -> sqrt
+                    self.network.layers += [Layer("Mul", name, [ins[0], ins[0]], [name + ":sq"]),
+                                            Layer("ReduceSum", name + "_1", [name + ":sq"], [name + ":sum"]),
+                                            Layer("Sqrt", name + "_2", [name + ":sum"], list(n.output))]
+                else:
+                    self.network.layers.append(Layer(n.op_type, name, ins, list(n.output)))
             return True
 
         @property
@@ -193,9 +213,13 @@ def make_fake_tensorrt(
             return len(self.profiles) - 1
 
         def create_timing_cache(self, blob):
+            if unreadable_cache and bytes(blob).startswith(b"corrupt"):
+                return None  # TensorRT logs "could not deserialize the timing cache" and returns nullptr
             return TimingCache(blob)
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            if cache is None:
+                raise TypeError("set_timing_cache(): incompatible function arguments")
             if reject_cache and cache.blob:
                 return False
             self.cache = cache

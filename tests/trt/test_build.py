@@ -63,6 +63,37 @@ def test_plan_refusals_name_the_fix():
         plan_build("int8", "10.13.0", ["fp16"])
 
 
+def test_weak_route_pins_all_of_reduce_l2(tmp_path):
+    """The parser builds ReduceL2 as x*x -> REDUCE sum -> UNARY sqrt: all three run in float32 (the
+    square overflows FP16 from |x| > 256), not the reduction alone; neighbours that are no part of
+    it (the division by the norm, a plain product) keep FP16."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from avs_engine.export.tensorrt_build import pin_float32_layers
+
+    nodes = [
+        helper.make_node("Mul", ["x", "w"], ["y"], name="scale"),
+        helper.make_node("ReduceL2", ["y"], ["norm"], name="l2", keepdims=1),
+        helper.make_node("Div", ["y", "norm"], ["out"], name="normalise"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 8])],
+                          [helper.make_tensor("w", TensorProto.FLOAT, [8], [1.0] * 8)])
+    path = tmp_path / "l2.onnx"
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    trt = make_fake_tensorrt("10.13.0.35")
+    network = trt.Builder(None).create_network(0)
+    assert trt.OnnxParser(network, None).parse_from_file(str(path))
+    assert [(l.name, l.type.name) for l in network.layers] == [
+        ("scale", "ELEMENTWISE"), ("l2", "ELEMENTWISE"), ("l2_1", "REDUCE"), ("l2_2", "UNARY"), ("normalise", "ELEMENTWISE")]
+    assert pin_float32_layers(trt, network) == 3
+    pinned = {l.name: (l.precision, l.output_types) for l in network.layers}
+    for name in ("l2", "l2_1", "l2_2"):
+        assert pinned[name] == (trt.float32, {0: trt.float32}), name
+    assert pinned["scale"] == (None, {}) and pinned["normalise"] == (None, {})
+
+
 def test_island_layer_types_cover_the_fp16_islands():
     from avs_engine.export.fp16 import FLOAT32_ISLANDS
 
@@ -171,6 +202,20 @@ def test_foreign_timing_cache_is_dropped_and_no_monitor_is_fine(onnx_dir, tmp_pa
     assert records(trt)[0]["timing_cache_in"] == ""
     assert any("timing cache from another GPU or TensorRT ignored" in line for line in lines)
     assert not any("steps)" in line for line in lines)  # no IProgressMonitor in these bindings: no phase lines
+
+
+def test_corrupt_timing_cache_starts_an_empty_one(onnx_dir, tmp_path):
+    """TensorRT gives None for a cache it cannot read; set_timing_cache(None) would be a TypeError."""
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "timing.cache").write_bytes(b"corrupt\x00\x13 half a file")
+    trt = make_fake_tensorrt(unreadable_cache=True)
+    lines = []
+    build_engines(onnx_dir, out, trt=trt, gpu=H100, progress=lines.append)
+    recs = records(trt)
+    assert recs[0]["timing_cache_in"] == "" and recs[1]["timing_cache_in"] == "|log_mel"  # then carried as usual
+    assert sum("timing cache unreadable (corrupt or truncated?): started an empty one" in line for line in lines) == 1
+    assert (out / "timing.cache").read_bytes() == b"|log_mel|image+a128|enc+a128|enc+dense+sparse"
 
 
 def test_up_to_date_engines_are_kept(onnx_dir, tmp_path):

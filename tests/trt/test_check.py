@@ -10,7 +10,7 @@ import pytest
 from avs_engine.errors import BackendError, ConfigError
 from avs_engine.artifacts.engine_manifest import EngineManifest
 from avs_engine.export.tensorrt_build import build_engines
-from avs_engine.checks.trt_check import TOLERANCES, parse_tolerances, run_check, tolerances_for
+from avs_engine.checks.trt_check import TOLERANCES, parse_tolerances, run_check, tolerances_for, within_tolerance
 from tests.trt import graphs
 from tests.trt.fake_tensorrt import HostMemory, make_fake_tensorrt
 
@@ -55,7 +55,7 @@ def test_tolerance_parsing():
     with pytest.raises(ConfigError, match=">= 0"):
         parse_tolerances(["-1"])
     t = tolerances_for("fp16", rtol={"*": 0.5}, atol={"logits": 1.0})
-    assert t["logits"] == (0.5, 1.0, "mean") and t["enc"] == (0.5, TOLERANCES["fp16"]["enc"][1], "mean")
+    assert t["logits"] == (0.5, 1.0, "elementwise") and t["enc"] == (0.5, TOLERANCES["fp16"]["enc"][1], "elementwise")
     assert tolerances_for("fp32")["a128"] == TOLERANCES["fp32"]["a128"]
 
 
@@ -94,7 +94,7 @@ def test_engines_from_other_graphs_fail(onnx_dir, tmp_path, standin):
     r = run_check(onnx_dir, out, T=2, engine_side=standin, min_iou=0.99)
     assert r.complete and not r.ok
     fails = r.failures()
-    assert any(f.startswith("audio.a128 (rel L2") for f in fails)
+    assert any(f.startswith("audio.a128 (") and "outside atol + rtol|ref|" in f for f in fails)
     assert r.lines()[-1] == "FAIL"
     # loose enough tolerances let the per-graph outputs pass; the chain IoU still decides
     loose = run_check(onnx_dir, out, T=2, engine_side=standin, rtol={"*": 1e9}, atol={"*": 1e9}, min_iou=0.0)
@@ -115,3 +115,22 @@ def test_argument_and_model_errors(onnx_dir, tmp_path):
     (out / "engines.json").write_text(json.dumps(m))
     with pytest.raises(BackendError, match="built for another model config"):
         run_check(onnx_dir, out)
+
+
+def test_tolerance_is_elementwise_as_documented():
+    """|got - ref| <= atol + rtol |ref| for every element: one element outside fails, even when the
+    mean absolute and mean relative errors are both far inside (what Polygraphy's "mean" would pass)."""
+    import numpy as np
+
+    ref = np.linspace(-4, 4, 10001).astype(np.float32)
+    got = ref.copy()
+    got[5000] += 0.5  # ref 0 there: allowed 1e-2, off by 50x
+    ok, worst, outside = within_tolerance(got, ref, rtol=5e-2, atol=1e-2)
+    assert not ok and outside == 1 and abs(worst - 50) < 1e-6
+    assert np.abs(got - ref).mean() < 1e-2  # the mean error alone would pass
+    got = ref * (1 + 4e-2)  # relative error 4% everywhere: inside rtol 5% (plus atol)
+    ok, worst, outside = within_tolerance(got, ref, rtol=5e-2, atol=1e-2)
+    assert ok and outside == 0 and worst < 1
+    got[3] = np.nan
+    assert within_tolerance(got, ref, 5e-2, 1e-2)[:3:2] == (False, 1)
+    assert within_tolerance(ref, ref, 0.0, 0.0) == (True, 0.0, 0)
