@@ -1,12 +1,17 @@
-"""benchmarks/gpu_check.py rehearsed on the CPU (--dry-run: small shapes, emulated kernels)."""
+"""benchmarks/gpu_check.py rehearsed on the CPU (--dry-run: small shapes, emulated kernels, the
+end-to-end and backend sections on --device cpu)."""
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+SECTIONS = {"build", "check", "stbava", "global_attn", "stage", "e2e", "speed", "paths"}
 
 
 def load():
@@ -20,14 +25,42 @@ def load():
 def test_script_imports_and_parses():
     mod = load()
     assert mod.REAL.N == mod.REAL.grid**2 == 4096 and (mod.REAL.attn_heads, mod.REAL.head_dim) == (16, 80)
-    assert mod.DRY.N == mod.DRY.grid**2
+    assert mod.DRY.N == mod.DRY.grid**2 and mod.QUICK.N == mod.QUICK.grid**2
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: 5-15 s on 2 cores
+def test_runs_as_a_script_outside_the_repo(tmp_path):
+    """`python benchmarks/gpu_check.py` puts benchmarks/, not the repo root, on sys.path: devtools must still import."""
+    r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "--time-budget" in r.stdout, r.stderr
+
+
+def test_quick_dry_run(tmp_path):
+    out = tmp_path / "r.json"
+    assert load().main(["--dry-run", "--quick", "--seed", "3", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
+    assert {r["section"] for r in rows} == SECTIONS and doc["failures"] == [] and doc["skipped"] == []
+    e2e = [r for r in rows if r["section"] == "e2e" and "ok" in r]
+    assert e2e and all(r["ok"] and r["mask_iou_min"] == 1.0 for r in e2e)
+    assert any("global attention float32 in PyTorch" in r["runner"] for r in e2e)
+    speed = [r for r in rows if r["section"] == "speed"]
+    assert speed[0]["x_vs_torch_fp32_eager"] == 1.0 and all("x_vs_torch_fp32_eager" in r for r in speed)
+    trt = [r for r in rows if r["section"] == "paths" and r["name"] == "TensorRT engines"]
+    assert trt and trt[0]["status"].startswith("not available")
+
+
+def test_time_budget_skips_and_says_so(tmp_path):
+    out = tmp_path / "r.json"
+    assert load().main(["--dry-run", "--quick", "--time-budget", "0", "--skip", "build", "check", "stbava",
+                        "global_attn", "stage", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["skipped"] == ["e2e: whole section", "paths: whole section"]
 
 
 @pytest.mark.slow
 def test_dry_run(tmp_path):
     out = tmp_path / "r.json"
     assert load().main(["--dry-run", "--json", str(out)]) == 0
-    import json
-
     rows = json.loads(out.read_text())["rows"]
-    assert {r["section"] for r in rows} == {"build", "check", "stbava", "global_attn", "stage"}
+    assert {r["section"] for r in rows} == SECTIONS
