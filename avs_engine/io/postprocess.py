@@ -77,14 +77,27 @@ def logits_to_masks(logits: np.ndarray, size_hw: tuple[int, int], mid: int = 102
         raise ShapeError(f"logits_to_masks: expected logits [T,1,L,L], got shape {logits.shape}")
     H, W = int(size_hw[0]), int(size_hw[1])
     masks = np.empty((logits.shape[0], H, W), bool)
-    # A frame at a time: the float intermediates (mid^2 and H*W floats) exist
-    # for one frame only, however long the clip.
+    # A frame at a time, and the last pass in bands of output rows: the float
+    # intermediates stay small even for 8K frames (a full-frame float pass
+    # there costs ~0.4 GB); each output value is computed exactly as
+    # upsample_bilinear computes it.
     for t in range(logits.shape[0]):
         x = logits[t:t + 1].astype(np.float32, copy=False)   # [1, 1, L, L]
         if mid:
             x = upsample_bilinear(x, (mid, mid))            # [1, 1, mid, mid]
-        masks[t] = upsample_bilinear(x, (H, W))[0, 0] > 0
+        x = upsample_bilinear(x, (x.shape[-2], W))[0, 0]     # [h, W]: the width pass
+        h = x.shape[0]
+        if h == H:
+            masks[t] = x > 0
+            continue
+        i0, i1, w0, w1 = _taps(h, H)
+        for r in range(0, H, _BAND_ROWS):
+            sl = slice(r, min(H, r + _BAND_ROWS))
+            masks[t, sl] = (x[i0[sl]] * w0[sl, None] + x[i1[sl]] * w1[sl, None]) > 0
     return masks
+
+
+_BAND_ROWS = 256
 
 
 def mask_stats(mask: np.ndarray) -> dict:

@@ -40,7 +40,7 @@ def write_mask_png(path, mask: np.ndarray) -> Path:
     path = Path(path)
     if mask.ndim != 2:
         raise ShapeError(f"write_mask_png({path.name}): expected mask [H,W], got shape {mask.shape}")
-    img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
+    img = Image.fromarray(np.where(mask, np.uint8(255), np.uint8(0)), mode="L")  # uint8 throughout: no 8-byte copy of an 8K frame
     with atomic_target(path) as tmp:
         img.save(tmp, format="PNG")  # format given: the temporary name has no .png suffix
     return path

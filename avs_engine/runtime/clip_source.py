@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import MediaError, NoAudioError
 from ..io.clips import Window, iter_clips, plan_windows
 from ..io.frames import n_seconds
-from ..io.preprocess import MODES, squash_frames
+from ..io.preprocess import MODES, squash_frame
 from ..io.probe import probe
 from .results import VideoResult
 
@@ -84,20 +84,30 @@ class ClipSource:
         return result
 
     def clips(self, result: VideoResult) -> Iterator[ClipInput]:
-        """Each window's :class:`ClipInput`, in order; the file is decoded once, streaming."""
-        it = iter_clips(result.path, self.clip_seconds, allow_silent=self.allow_silent, info=result.info)
+        """Each window's :class:`ClipInput`, in order; the file is decoded once, streaming.
+
+        Each sampled frame is squashed as soon as it is decoded, so no more than
+        one full-resolution frame is alive at a time, whatever the video's size."""
+        squash_s = [0.0]
+
+        def squash(frame: np.ndarray) -> np.ndarray:
+            t0 = time.perf_counter()
+            small = squash_frame(frame, self.img_size, self.resize)
+            squash_s[0] += time.perf_counter() - t0
+            return small
+
+        it = iter_clips(result.path, self.clip_seconds, allow_silent=self.allow_silent, info=result.info,
+                        frame_transform=squash)
         try:
             while True:
-                t0 = time.perf_counter()
+                t0, squash_s[0] = time.perf_counter(), 0.0
                 try:
                     clip = next(it)
                 except StopIteration:
                     return
-                t1 = time.perf_counter()
-                small = squash_frames(clip.frames, self.img_size, self.resize)
-                t2 = time.perf_counter()
-                yield ClipInput(clip.window, small, clip.log_mel.astype(np.float32, copy=False), clip.silent, clip.index,
-                                {"decode": t1 - t0, "squash": t2 - t1})
+                spent = time.perf_counter() - t0
+                yield ClipInput(clip.window, clip.frames, clip.log_mel.astype(np.float32, copy=False), clip.silent,
+                                clip.index, {"decode": spent - squash_s[0], "squash": squash_s[0]})
         finally:
             it.close()
             for note in getattr(result.info, "decode_notes", None) or []:

@@ -73,7 +73,7 @@ class VideoWriter:
         self._overlay: OverlayWriter | None = None
         if overlay:
             try:
-                self._overlay = OverlayWriter(result.path, self.out_dir / OVERLAY_NAME)
+                self._overlay = OverlayWriter(result.path, self.out_dir / OVERLAY_NAME, info=result.info)
             except Exception as e:
                 self._overlay_failed(e)
         self._worker = Worker(self._write, depth=depth, name="avs-writer")
