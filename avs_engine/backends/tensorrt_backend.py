@@ -82,7 +82,9 @@ class TensorRTRunner(Runner):
         try:
             from cuda.bindings import runtime  # noqa: F401
         except ImportError:
-            return "not available: cuda-python is not installed (pip install cuda-python)"
+            from ..gpu.cuda_memory import CUDA_INSTALL
+
+            return f"not available: cuda-python is not installed ({CUDA_INSTALL})"
         return None
 
     # -- activation --------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def kernels_unavailable(device, capability: tuple[int, int] | None = None, name:
     try:
         from cuda.bindings import driver  # noqa: F401
     except ImportError:
-        return "cuda-python is not installed (pip install 'cuda-python[all]')"
+        return "cuda-python is not installed (pip install 'cuda-python[all]>=12.8')"
     return None
 
 

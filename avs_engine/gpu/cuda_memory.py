@@ -18,7 +18,9 @@ import numpy as np
 from ..errors import BackendError
 from ..errors import CudaError
 
-CUDA_INSTALL = "pip install cuda-python"
+# cuda.bindings exists from 12.6.1; from 12.8 the [all] extra brings NVRTC (the fused kernels). cuda-python 12.x
+# needs an NVIDIA driver >= 525.60.13, 13.x (pip's default) >= 580.65.06: docs/tensorrt.md.
+CUDA_INSTALL = "pip install 'cuda-python[all]>=12.8'"
 
 
 def cudart():
