@@ -1,7 +1,7 @@
 """GPU validation of avs-engine: the fused kernels, the torch CUDA path end to end, and the
 ONNX Runtime and TensorRT CUDA paths, in one command that writes one JSON file.
 
-    python -m benchmarks.gpu_check                 # from the repo root, on a CUDA GPU: about 4-7 minutes
+    python -m benchmarks.gpu_check                 # repo root, CUDA GPU: 4-7 min estimated (never run)
     python benchmarks/gpu_check.py                 # the same
     python -m benchmarks.gpu_check --dry-run       # CPU rehearsal: small shapes, kernels emulated
     python -m benchmarks.gpu_check --dry-run --quick   # the fast rehearsal the test suite runs
