@@ -56,6 +56,23 @@ def describe_torch_run(device: str, dtype: str, fused: bool, swapped: Mapping[st
     return "; ".join(parts)
 
 
+def torch_device(torch, name: str):
+    """``name`` (cpu, cuda, cuda:N) as a ``torch.device``, or one :class:`BackendError` line
+    when this machine has no such device (not a CUDA error at the first tensor moved there)."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise BackendError(f"'{name}' is not a device (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError(f"device '{name}' requested but CUDA is not available here (use --device cpu)")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            have = ", ".join(f"cuda:{i}" for i in range(n))
+            raise BackendError(f"device '{name}' requested but this machine has {n} CUDA device(s) ({have})")
+    return dev
+
+
 class TorchRunner(Runner):
     name = "torch"
 
@@ -71,6 +88,7 @@ class TorchRunner(Runner):
         allow_missing_fusion: bool = False,
         fused: bool = False,
         global_attention_dtype: str | None = None,
+        threads: int | None = None,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
@@ -81,7 +99,8 @@ class TorchRunner(Runner):
         ``global_attention_dtype``: with ``fused`` on CUDA, the precision of the SAM encoder's
         global attention in a float32 model: ``float16``/``bfloat16`` run it on the flash kernel,
         ``float32`` (and None, the default: the model's dtype) keep PyTorch's attention. A
-        float16/bfloat16 model computes it in its own dtype. ``description`` says which ran."""
+        float16/bfloat16 model computes it in its own dtype. ``description`` says which ran.
+        ``threads``: torch's intra-op CPU threads (set at activation; None: torch's default)."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -94,6 +113,7 @@ class TorchRunner(Runner):
         self.allow_missing_fusion = allow_missing_fusion
         self.fused = fused
         self.global_attention_dtype = global_attention_dtype
+        self.threads = threads
         self.swapped: dict[str, int] = {}
         self.warnings: list[str] = []
         self.load_report = None
@@ -119,12 +139,13 @@ class TorchRunner(Runner):
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+
         from ..reference.build import build_model
         from ..reference.checkpoint import is_bundle, load_bundle, load_checkpoint
 
-        if self.device_name.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError(f"device '{self.device_name}' requested but CUDA is not available here (use --device cpu)")
-        self.device = torch.device(self.device_name)
+        self.device = torch_device(torch, self.device_name)
         self.dtype = getattr(torch, self.dtype_name)
         if self.global_attention_dtype not in (None, self.dtype_name) and not (self.fused and self.device.type == "cuda"):
             raise BackendError(f"global attention in {self.global_attention_dtype} needs fused=True on a CUDA device "
@@ -144,6 +165,10 @@ class TorchRunner(Runner):
             else:
                 raise BackendError("no weights given (--weights FILE)")
         self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
+        if self.device.type == "cuda":
+            from ..exact.sdpa_attention import use_sdpa_attention
+
+            use_sdpa_attention(self.model)  # no [heads, N, N] scores; --fused swaps its kernels in over it
         if self.fused:
             from ..exact.folded_decoder import fold_decoder_attention
             from ..exact.fused_fusion import fuse_stbava

@@ -129,7 +129,7 @@ def choose_model(*, backend: str | None, weights=None, config=None, engine_dir=N
 
 def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fused: bool = False, cuda_graph: bool = False,
                         vggish=None, threads: int | None = None, device: str | None = None,
-                        fusion_variant: str | None = None) -> None:
+                        fusion_variant: str | None = None, global_attention_precision: str | None = None) -> None:
     """One :class:`BackendError` line for the first option that does not apply to the chosen backend.
 
     ``device``: only when given on the command line."""
@@ -140,6 +140,9 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
     if fused and b != "torch":
         extra = " (the exported graphs already contain its exact-algebra forms)" if b == "onnxruntime" else " (the tensorrt backend has no fused path yet)"
         raise BackendError(f"--fused needs the torch backend{extra}; {where}{hint}")
+    if global_attention_precision is not None and not (fused and b == "torch"):
+        raise BackendError("--global-attention-precision sets the precision of the fused CUDA kernels' global attention: "
+                           f"it needs --fused on the torch backend; {where}")
     if cuda_graph and b != "tensorrt":
         raise BackendError(f"--cuda-graph needs the tensorrt backend (it replays the TensorRT engines as one CUDA graph); {where}")
     if precision == "bf16" and b != "torch":
@@ -158,12 +161,15 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
 
 
 def runner_options(choice: ModelChoice, *, device: str | None = None, precision: str | None = None, fused: bool = False,
-                   cuda_graph: bool = False) -> dict:
+                   cuda_graph: bool = False, global_attention_precision: str | None = None) -> dict:
     """The keyword arguments of ``create_runner(choice.backend, ...)`` besides the model. ``device`` None: cpu
     (tensorrt: cuda). ``precision`` None: the backend's default (torch fp32; onnxruntime fp32 on CPU, fp16 on
     a GPU; tensorrt what the engines were built in)."""
     if choice.backend == "torch":
-        return {"device": device or "cpu", "dtype": TORCH_DTYPE[precision or "fp32"], "fused": fused}
+        kw = {"device": device or "cpu", "dtype": TORCH_DTYPE[precision or "fp32"], "fused": fused}
+        if global_attention_precision is not None:
+            kw["global_attention_dtype"] = TORCH_DTYPE[global_attention_precision]
+        return kw
     if choice.backend == "onnxruntime":
         device = device or "cpu"
         return {"providers": ["cpu"] if device == "cpu" else ["cuda"], "precision": precision, "device_id": device_index(device)}
@@ -171,21 +177,18 @@ def runner_options(choice: ModelChoice, *, device: str | None = None, precision:
 
 
 def set_threads(backend: str, threads: int | None) -> dict:
-    """Apply ``--threads``: torch's intra-op threads now; for onnxruntime, the runner option returned."""
+    """``--threads`` as a runner option (torch and onnxruntime; each sets it when it activates)."""
     if not threads:
         return {}
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        return {}
-    return {"threads": threads} if backend == "onnxruntime" else {}
+    return {"threads": threads} if backend in ("torch", "onnxruntime") else {}
 
 
 def make_runner(choice: ModelChoice, *, vggish=None, device: str | None = None, precision: str | None = None,
-                fused: bool = False, cuda_graph: bool = False, threads: int | None = None):
+                fused: bool = False, cuda_graph: bool = False, threads: int | None = None,
+                global_attention_precision: str | None = None):
     """The runner for ``choice`` (not yet activated); see :func:`runner_options`."""
-    kw = runner_options(choice, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph)
+    kw = runner_options(choice, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
+                        global_attention_precision=global_attention_precision)
     kw.update(set_threads(choice.backend, threads))
     if choice.backend == "torch":
         return create_runner("torch", weights=choice.weights, config=choice.config, vggish=vggish, **kw)

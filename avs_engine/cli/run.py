@@ -62,7 +62,13 @@ class _SigtermAsInterrupt:
                   "tensorrt the engines' own]")
 @alias("--dtype", to="precision", type=click.Choice(["float32", "float16", "bfloat16"]), convert=PRECISION_ALIASES.get,
        help="Old spelling of --precision (float32, float16, bfloat16).")
-@click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block and folded decoder attention; on CUDA also the fused CUDA attention kernels.")
+@click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block and folded decoder attention; on CUDA with compute "
+              "capability 8.0 or newer also the fused CUDA attention kernels (older GPUs: the PyTorch forms, with a warning; "
+              "not yet run on a GPU). The global attention keeps the model's precision unless --global-attention-precision says otherwise.")
+@click.option("--global-attention-precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="torch --fused on CUDA: the precision of the SAM encoder's global attention. fp16/bf16 run it on the flash "
+                   "kernel; fp32 keeps PyTorch's attention (the kernel has no fp32 form). An fp16/bf16 model computes it in its "
+                   "own precision.  [default: the model's precision (--precision)]")
 @click.option("--cuda-graph", is_flag=True, help="tensorrt backend: capture each clip length as a CUDA graph and replay it.")
 @clip_seconds_option("Window length in seconds (the model was trained on 5); a shorter video runs with T = its length.")
 @threads_option()
@@ -76,8 +82,8 @@ class _SigtermAsInterrupt:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
-def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, cuda_graph, clip_seconds, threads, resize,
-         allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet):
+def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, cuda_graph,
+         clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet):
     """Segment the sounding objects of each video, one mask per second.
 
     VIDEOS are files, folders (every video inside, sorted by name), quoted glob
@@ -95,14 +101,15 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
     ctx = click.get_current_context()
     with _SigtermAsInterrupt():
         code = _main(ctx, videos, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, backend=backend, device=device,
-                     precision=precision, fused=fused, cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads,
-                     resize=resize, allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project,
-                     name=name, exist_ok=exist_ok, as_json=as_json, quiet=quiet)
+                     precision=precision, fused=fused, global_attention_precision=global_attention_precision,
+                     cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
+                     allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
+                     exist_ok=exist_ok, as_json=as_json, quiet=quiet)
     sys.exit(code)
 
 
-def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, cuda_graph, clip_seconds, threads,
-          resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
+def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision,
+          cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
     from ..io.rundir import clean_up_run_dir, next_run_dir, staging_folders
     from .inputs import expand_inputs
 
@@ -116,7 +123,8 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
         try:
             choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
             refuse_inapplicable(choice, precision=precision, fused=fused, cuda_graph=cuda_graph, vggish=vggish, threads=threads,
-                                device=device if given(ctx, "device") else None)
+                                device=device if given(ctx, "device") else None,
+                                global_attention_precision=global_attention_precision)
         except AvsError as e:
             echo_err(str(e))
             return 2
@@ -130,7 +138,7 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
             return 2
         try:
             runner = make_runner(choice, vggish=vggish, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
-                                 threads=threads)
+                                 threads=threads, global_attention_precision=global_attention_precision)
             runner.activate()
             if choice.backend == "tensorrt":
                 from ..artifacts.engine_manifest import check_clip_length

@@ -109,3 +109,17 @@ def test_tensorrt_commands_refuse_cpu_and_weak_fp32(tmp_path):
     refused(build_cmd, ["--onnx-dir", DEMO_GRAPHS, "--out", tmp_path, "--device", "cpu"], "--device cpu", "GPU")
     refused(build_cmd, ["--onnx-dir", DEMO_GRAPHS, "--out", tmp_path, "--precision", "fp32", "--weak-typing"], "--weak-typing", "fp16")
     refused(check_cmd, ["--onnx-dir", DEMO_GRAPHS, "--device", "cpu"], "--device cpu", "GPU")
+
+
+def test_global_attention_precision_needs_fused_torch(tmp_path, tiny_bundle):
+    refused(run_main, RUN + ["--project", tmp_path, "--global-attention-precision", "fp16"],
+            "--global-attention-precision", "--fused", "onnxruntime")
+    refused(run_main, RUN + ["--project", tmp_path, "--weights", tiny_bundle, "--global-attention-precision", "bf16"],
+            "--global-attention-precision", "--fused")
+
+
+def test_threads_reach_the_torch_runner(tiny_bundle):
+    from avs_engine.cli.common import choose_model, make_runner
+
+    runner = make_runner(choose_model(backend=None, weights=tiny_bundle), threads=1, global_attention_precision="fp16", fused=True)
+    assert runner.threads == 1 and runner.global_attention_dtype == "float16"
