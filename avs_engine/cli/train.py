@@ -44,6 +44,14 @@ def is_preset_file(config: str) -> bool:
 @click.option("--steps-per-epoch", type=int, help="Override: steps per epoch (0 = one pass).")
 @click.option("--lr", type=float, help="Override the learning rate.")
 @click.option("--batch-clips", type=int, help="Override: clips per step.")
+@click.option("--micro-batch-clips", type=click.IntRange(min=0), help="Clips per forward/backward pass; gradients add up over "
+              "the step's --batch-clips (the effective batch). 0: the whole batch at once (the default).")
+@click.option("--checkpoint-blocks/--no-checkpoint-blocks", default=None, help="Recompute the encoder blocks' activations "
+              "in the backward pass instead of keeping them (default: on for vit_b and larger).")
+@click.option("--sdpa-attention/--no-sdpa-attention", default=None, help="The encoder's attention on "
+              "scaled_dot_product_attention, no score matrices (default: on).")
+@click.option("--log-every", type=click.IntRange(min=1), help="Steps between loss read-outs on the progress bar (default 20).")
+@click.option("--skip-memory-check", is_flag=True, help="Start even if the estimate of one step's memory exceeds what the device has.")
 @click.option("--generated-train", type=int, help="Override: number of generated training clips.")
 @click.option("--generated-val", type=int, help="Override: number of generated validation clips.")
 @click.option("--fusion-variant", type=click.Choice(["full", "no_temporal", "no_audio_update"]), help="Ablation of the fusion (same weights layout).")
@@ -55,7 +63,8 @@ def is_preset_file(config: str) -> bool:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
 def main(config, generated, data_root, log_mel, subset, cache_dir, weights, vggish, resume, epochs, steps_per_epoch,
-         lr, batch_clips, generated_train, generated_val, fusion_variant, seed, threads, device, project, name, quiet):
+         lr, batch_clips, micro_batch_clips, checkpoint_blocks, sdpa_attention, log_every, skip_memory_check,
+         generated_train, generated_val, fusion_variant, seed, threads, device, project, name, quiet):
     """Train ST-BAVA; validation mIoU each epoch; the best epoch is saved as
     best.safetensors (a bundle avs-run/avs-eval load) and best_authors.pth (the
     authors' state_dict layout), with last.pt to resume and history.jsonl.
@@ -74,8 +83,10 @@ def main(config, generated, data_root, log_mel, subset, cache_dir, weights, vggi
         result = run_training(
             preset_file=preset_file, config=config, generated=generated, data_root=data_root, subset=subset, log_mel=log_mel,
             cache_dir=cache_dir, init_weights=weights, vggish=vggish, resume=resume, device=device,
-            project=project, name=name, progress=not quiet,
+            project=project, name=name, progress=not quiet, check_memory=not skip_memory_check,
             overrides=dict(epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, batch_clips=batch_clips,
+                           micro_batch_clips=micro_batch_clips, checkpoint_blocks=checkpoint_blocks,
+                           sdpa_attention=sdpa_attention, log_every=log_every,
                            generated_train=generated_train, generated_val=generated_val,
                            fusion_variant=fusion_variant, seed=seed, threads=threads),
         )

@@ -8,13 +8,13 @@ from pathlib import Path
 from ..config import resolve
 from ..data import open_split
 from ..errors import ConfigError
-from .loop import TrainResult, train
+from .loop import TrainResult, resolve_device, train
 from .recipe import TrainConfig, load_preset_file
 
 
 def run_training(*, preset_file=None, config=None, generated=False, data_root=None, subset="s4", log_mel="wav", cache_dir=None,
                  init_weights=None, vggish=None, resume=None, device="cpu", project=Path("runs"), name="train",
-                 out_dir=None, progress=True, overrides=None, log=print) -> TrainResult:
+                 out_dir=None, progress=True, overrides=None, log=print, check_memory=True) -> TrainResult:
     if preset_file is not None:
         model_cfg, recipe = load_preset_file(preset_file)
     elif config is not None:
@@ -22,6 +22,7 @@ def run_training(*, preset_file=None, config=None, generated=False, data_root=No
     else:
         raise ConfigError("no model: pass --config PRESET, a JSON config or a preset file")
     recipe = recipe.replace(**(overrides or {}))
+    resolve_device(device)  # before any data is prepared
     if recipe.threads:
         import torch
 
@@ -77,4 +78,4 @@ def run_training(*, preset_file=None, config=None, generated=False, data_root=No
         "data": str(data_root) if data_root else None, "subset": subset, "init": str(init_weights) if init_weights else None,
     }, indent=2))
     return train(model_cfg, recipe, train_split, val_split, out_dir, device=device, init=init, resume=resume,
-                 progress=progress, log=log)
+                 progress=progress, log=log, check_memory=check_memory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from ..errors import ConfigError
 from ..reference.build import build_model
 from ..reference.checkpoint import save_authors_checkpoint, save_bundle
 from .evaluate import evaluate_split, torch_predictor
@@ -65,23 +67,50 @@ def forward_clips(model, images: torch.Tensor, log_mel: torch.Tensor) -> torch.T
     return logits.unflatten(0, (B, T))
 
 
-def mask_loss(model, logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """logits [B,T,1,L,L], masks bool [B,T,224,224], valid bool [B,T] -> scalar loss over valid frames."""
-    lg = logits.flatten(0, 1)[valid.flatten()]  # [N, 1, L, L]
-    gt = masks.flatten(0, 1)[valid.flatten()].unsqueeze(1).float()  # [N, 1, 224, 224]
+@dataclass(frozen=True)
+class LossFrames:
+    """Which frames of a batch the loss reads, worked out on the host from the split's arrays
+    (boolean indexing of device tensors would wait for the device every step)."""
+
+    frames: np.ndarray  # int64 [n]: indices into the flattened B*T frames that have a mask
+    has: np.ndarray  # int64 [m]: indices into ``frames`` of those with an object in the mask
+
+    @classmethod
+    def of(cls, masks: np.ndarray, valid: np.ndarray) -> "LossFrames":
+        """masks bool [B,T,h,w], valid bool [B,T] (numpy)."""
+        frames = np.flatnonzero(np.asarray(valid, bool).reshape(-1))
+        m = np.asarray(masks).reshape(-1, *np.shape(masks)[2:])[frames]
+        return cls(frames, np.flatnonzero(m.reshape(len(frames), -1).any(1)))
+
+
+def mask_loss(model, logits: torch.Tensor, masks: torch.Tensor, valid, cfg: TrainConfig, *,
+              frames: LossFrames | None = None, totals: tuple[int, int] | None = None) -> torch.Tensor:
+    """logits [B,T,1,L,L], masks bool [B,T,224,224], valid bool [B,T] -> scalar loss over the valid frames.
+
+    BCE is the mean over the valid frames' pixels, the soft-IoU term (``bce+iou``) the mean over
+    the valid frames with an object. ``frames``: :class:`LossFrames` of this batch (default: read
+    from ``masks``/``valid``, which waits for the device). ``totals``: (valid frames, those with an
+    object) of the whole step when this batch is one micro-batch of it: the micro-batches' losses
+    then add up to the loss of the whole batch, and so do their gradients.
+    """
+    if frames is None:
+        frames = LossFrames.of(masks.cpu().numpy(), valid.cpu().numpy() if torch.is_tensor(valid) else valid)
+    n_frames, n_has = totals if totals is not None else (len(frames.frames), len(frames.has))
+    idx = torch.from_numpy(frames.frames).to(logits.device, non_blocking=True)
+    lg = logits.flatten(0, 1).index_select(0, idx)  # [n, 1, L, L]
+    gt = masks.flatten(0, 1).index_select(0, idx).unsqueeze(1).to(lg.dtype)  # [n, 1, 224, 224]
     if cfg.target == "full":
         lg = model.upsample(lg, gt.shape[-2:])
     else:
         gt = F.adaptive_avg_pool2d(gt, lg.shape[-2:])
-    loss = F.binary_cross_entropy_with_logits(lg, gt)
-    if cfg.loss == "bce+iou":
-        has = gt.flatten(1).sum(1) > 0
-        if has.any():
-            p = torch.sigmoid(lg[has]).flatten(1)
-            t = gt[has].flatten(1)
-            inter = (p * t).sum(1)
-            union = (p + t - p * t).sum(1)
-            loss = loss + (1 - inter / union.clamp_min(1e-6)).mean()
+    loss = F.binary_cross_entropy_with_logits(lg, gt, reduction="sum") / max(1, n_frames * gt[0].numel())
+    if cfg.loss == "bce+iou" and len(frames.has):
+        has = torch.from_numpy(frames.has).to(logits.device, non_blocking=True)
+        p = torch.sigmoid(lg.index_select(0, has)).flatten(1)
+        t = gt.index_select(0, has).flatten(1)
+        inter = (p * t).sum(1)
+        union = (p + t - p * t).sum(1)
+        loss = loss + (1 - inter / union.clamp_min(1e-6)).sum() / max(1, n_has)
     return loss
 
 
@@ -94,12 +123,113 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def _batch(split, idx, device):
-    images = torch.from_numpy(np.stack([split.image_input(i) for i in idx])).to(device)
-    log_mel = torch.from_numpy(np.stack([split.log_mel_input(i) for i in idx])).to(device)
-    masks = torch.from_numpy(np.stack([split.masks(i) for i in idx])).to(device)
-    valid = torch.from_numpy(np.stack([split.mask_valid[i] for i in idx])).to(device)
+def host_batch(split, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """images [B,T,3,S,S], log_mel [B,T,1,96,64], masks bool [B,T,224,224], valid bool [B,T] (numpy)."""
+    images = np.stack([split.image_input(i) for i in idx])
+    log_mel = np.stack([split.log_mel_input(i) for i in idx])
+    masks = np.stack([split.masks(i) for i in idx])
+    valid = np.stack([np.asarray(split.mask_valid[i], bool) for i in idx])
     return images, log_mel, masks, valid
+
+
+def accumulate_gradients(model, batch, cfg: TrainConfig, device) -> torch.Tensor:
+    """Forward and backward of one step's batch (numpy, :func:`host_batch`) in micro-batches of
+    ``cfg.micro_clips`` clips; the gradients add up to those of the whole batch at once (up to
+    float rounding, and dropout draws). Returns the step's loss, a device scalar (not read here)."""
+    images, log_mel, masks, valid = batch
+
+    def dev(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
+
+    whole = LossFrames.of(masks, valid)
+    totals = (len(whole.frames), len(whole.has))
+    total = torch.zeros((), device=device)
+    B, mb = len(images), cfg.micro_clips
+    for s in range(0, B, mb):
+        sl = slice(s, s + mb)
+        frames = LossFrames.of(masks[sl], valid[sl])
+        if not len(frames.frames):
+            continue  # no frame with a mask: nothing to learn from these clips
+        logits = forward_clips(model, dev(images[sl]), dev(log_mel[sl]))
+        loss = mask_loss(model, logits, dev(masks[sl]), None, cfg, frames=frames, totals=totals)
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
+def resolve_device(device: str) -> torch.device:
+    """The training device, checked (one :class:`ConfigError` line if this machine has no such device)."""
+    from ..backends.torch_backend import torch_device
+    from ..errors import BackendError
+
+    try:
+        return torch_device(torch, device)
+    except BackendError as e:
+        raise ConfigError(str(e)) from None
+
+
+def prepare_model(model_config: ModelConfig, cfg: TrainConfig, device: torch.device, init: Callable | None = None):
+    """Built, initialised and made trainable on the CPU (not moved yet), with the memory passes
+    applied. Returns (model, trainable counts per group, {"sdpa": bool, "checkpoint": bool})."""
+    from ..exact.sdpa_attention import sdpa_by_default, use_sdpa_attention
+    from .memory import checkpoint_by_default, checkpoint_encoder_blocks
+
+    model = build_model(model_config, device="cpu", seed=cfg.seed)
+    if init is not None:
+        init(model)
+    apply_variant(model, cfg.fusion_variant)
+    sdpa = sdpa_by_default(device) if cfg.sdpa_attention is None else cfg.sdpa_attention
+    ckpt = checkpoint_by_default(model.config) if cfg.checkpoint_blocks is None else cfg.checkpoint_blocks
+    if sdpa:
+        use_sdpa_attention(model)
+    checkpoint_encoder_blocks(model, ckpt)
+    counts = set_trainable(model, tuple(cfg.freeze))
+    return model, counts, {"sdpa": sdpa, "checkpoint": ckpt}
+
+
+def check_step_memory(model, cfg: TrainConfig, device: torch.device, T: int, how: dict) -> str:
+    """Estimate one step's peak before step 1; raise one :class:`ConfigError` line with the
+    numbers and what to change when it does not fit. Returns the estimate, described."""
+    from .memory import device_memory, estimate_step_memory, refusal
+
+    n_all = sum(p.numel() for p in model.parameters())
+    counts = (n_all, sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+    def estimate(clips, sdpa, ckpt):
+        return estimate_step_memory(model.config, clips=clips, T=T, freeze=tuple(cfg.freeze), sdpa=sdpa, checkpoint=ckpt,
+                                    device_type=device.type, counts=counts)
+
+    available, source = device_memory(device)
+    resident = 4 * n_all if device.type == "cpu" else 0  # the model is already built in RAM
+    why = refusal(estimate, clips=cfg.micro_clips, T=T, sdpa=how["sdpa"], checkpoint=how["checkpoint"],
+                  available=available, source=source, resident=resident, batch_clips=cfg.batch_clips)
+    if why:
+        raise ConfigError(why)
+    return estimate(cfg.micro_clips, how["sdpa"], how["checkpoint"]).describe()
+
+
+def rng_state() -> dict:
+    """Every generator a run draws from: python ``random``, numpy's global one, torch CPU and CUDA."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state(legacy=False)
+    state["numpy"] = {"bit_generator": np_state["bit_generator"], "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                      "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                      "gauss": float(np_state["gauss"])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"], "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
 @dataclass
@@ -123,27 +253,28 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    check_memory: bool = True,
 ) -> TrainResult:
     """Train and validate; writes ``last.pt`` (resume state), ``best.safetensors``,
     ``best_authors.pth`` and ``history.jsonl`` into ``out_dir``.
 
     ``init(model)`` loads starting weights (SAM / SAMA / ST-BAVA / VGGish) into the built model.
+    ``check_memory``: estimate one step's peak first and refuse (one line with the numbers) when
+    the device does not have it (:mod:`.memory`).
     """
     cfg.validate()
+    dev = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dev = torch.device(device)
-    model = build_model(model_config, device="cpu", seed=cfg.seed)
-    if init is not None:
-        init(model)
-    apply_variant(model, cfg.fusion_variant)
+    model, counts, how = prepare_model(model_config, cfg, dev, init)
+    n = len(train_split)
+    T = int(getattr(train_split, "T", 0) or train_split.image_input(0).shape[0])
+    estimate = check_step_memory(model, cfg, dev, T, how) if check_memory else None
     model.to(dev)
-    counts = set_trainable(model, tuple(cfg.freeze))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(train_split)
     steps_per_epoch = cfg.steps_per_epoch or max(1, n // cfg.batch_clips)
     total = steps_per_epoch * cfg.epochs
     step, best, history = 0, -1.0, []
@@ -152,10 +283,16 @@ def train(
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         step, best, history = int(state["step"]), float(state["best"]), list(json.loads(state["history"]))
-        torch.set_rng_state(state["torch_rng"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        else:  # written before every generator was kept
+            torch.set_rng_state(state["torch_rng"])
         log(f"resumed from {resume} at step {step}/{total} (best val mIoU {best:.4f})")
+    micro = f" in micro-batches of {cfg.micro_clips}" if cfg.micro_clips < cfg.batch_clips else ""
     log(f"training {model_config.name} ({cfg.fusion_variant}) on {n} clips: {cfg.epochs} epoch(s) x {steps_per_epoch} steps, "
-        f"batch {cfg.batch_clips} clips; trainable: " + ", ".join(f"{g} {c / 1e6:.2f}M" for g, c in counts.items()))
+        f"batch {cfg.batch_clips} clips{micro}; trainable: " + ", ".join(f"{g} {c / 1e6:.2f}M" for g, c in counts.items()))
+    if estimate is not None:
+        log(f"memory: about {estimate} on {dev}")
 
     bar = None
     if progress:
@@ -168,28 +305,34 @@ def train(
         epoch = step // steps_per_epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(max(n, steps_per_epoch * cfg.batch_clips)) % n
         model.train()
-        losses = []
+        # Loss sums stay on the device; reading one waits for the device, so only every log_every steps.
+        epoch_sum, window_sum, window_n, epoch_steps = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, 0
         while step < (epoch + 1) * steps_per_epoch:
             k = step - epoch * steps_per_epoch
             idx = order[k * cfg.batch_clips:(k + 1) * cfg.batch_clips]
-            images, log_mel, masks, valid = _batch(train_split, idx, dev)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, cfg)
-            logits = forward_clips(model, images, log_mel)
-            loss = mask_loss(model, logits, masks, valid, cfg)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = accumulate_gradients(model, host_batch(train_split, idx), cfg, dev)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            losses.append(float(loss.detach()))
+            epoch_sum += loss
+            window_sum += loss
+            window_n += 1
+            epoch_steps += 1
             step += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+                if window_n == cfg.log_every or step == total:
+                    bar.set_postfix(loss=f"{float(window_sum) / window_n:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            if window_n == cfg.log_every:
+                window_sum.zero_()
+                window_n = 0
         model.eval()
         val = evaluate_split(val_split, torch_predictor(model, dev)) if val_split is not None and len(val_split) else None
-        rec = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        rec = {"epoch": epoch + 1, "step": step,
+               "train_loss": float(epoch_sum) / epoch_steps if epoch_steps else float("nan"),
                "elapsed_s": round(time.perf_counter() - t_start, 1)}
         if val is not None:
             rec.update({"val_miou": val["all"]["miou"], "val_f": val["all"]["f_score"]})
@@ -207,7 +350,7 @@ def train(
             model.to(dev)
         torch.save({
             "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-            "history": json.dumps(history), "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(history), "rng": rng_state(),
         }, out / ".last.pt.tmp")
         (out / ".last.pt.tmp").replace(out / "last.pt")
         with open(out / "history.jsonl", "a") as f:

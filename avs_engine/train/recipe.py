@@ -27,6 +27,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     batch_clips: int = 4  # clips (of T frames) per step
+    micro_batch_clips: int = 0  # clips per forward/backward, gradients summed over the step's batch; 0: the whole batch
     epochs: int = 15
     steps_per_epoch: int = 0  # 0: one pass over the training split
     warmup_steps: int = 0
@@ -38,6 +39,12 @@ class TrainConfig:
     fusion_variant: str = "full"  # ablations: "no_temporal", "no_audio_update"
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # Memory (docs/training.md): None picks the default. Encoder blocks recompute their activations
+    # in the backward pass (default: encoders as wide as vit_b's or wider); the encoder's attention
+    # runs on scaled_dot_product_attention (default: on CUDA, and on the CPU where measured faster).
+    checkpoint_blocks: bool | None = None
+    sdpa_attention: bool | None = None
+    log_every: int = 20  # steps between loss read-outs (each one waits for the device)
     # generated data (avs-train --generated)
     generated_train: int = 2000
     generated_val: int = 100
@@ -57,6 +64,13 @@ class TrainConfig:
             raise ConfigError(f"{source}: loss must be 'bce' or 'bce+iou', got '{self.loss}'")
         if self.target not in ("full", "lowres"):
             raise ConfigError(f"{source}: target must be 'full' or 'lowres', got '{self.target}'")
+        if self.batch_clips < 1:
+            raise ConfigError(f"{source}: batch_clips must be >= 1, got {self.batch_clips}")
+        if not 0 <= self.micro_batch_clips <= self.batch_clips:
+            raise ConfigError(f"{source}: micro_batch_clips must be 0 (the whole batch) up to batch_clips "
+                              f"({self.batch_clips}), got {self.micro_batch_clips}")
+        if self.log_every < 1:
+            raise ConfigError(f"{source}: log_every must be >= 1, got {self.log_every}")
         bad = sorted(set(self.freeze) - set(FREEZABLE))
         if bad:
             raise ConfigError(f"{source}: cannot freeze {bad}; groups are {', '.join(FREEZABLE)}")
@@ -64,6 +78,11 @@ class TrainConfig:
 
         if self.fusion_variant not in VARIANTS:
             raise ConfigError(f"{source}: fusion_variant must be one of {', '.join(VARIANTS)}")
+
+    @property
+    def micro_clips(self) -> int:
+        """Clips per forward/backward pass."""
+        return self.micro_batch_clips or self.batch_clips
 
     def replace(self, **kw) -> "TrainConfig":
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items() if v is not None}
