@@ -18,6 +18,7 @@ import concurrent.futures as cf
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -144,7 +145,7 @@ def run_tree(cmd: list[str], env=None) -> dict:
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
     memory = mem.stop()
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 1) or not out.strip().startswith(b"{"):
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.decode()[-3000:]}")
     return {"wall_s": round(wall, 3), "memory": memory, "stdout": out.decode(), "load_1min_before": round(load, 2),
             "load_1min_after": round(os.getloadavg()[0], 2)}
@@ -167,6 +168,7 @@ def make_videos(folder: Path, n: int, seconds: int) -> list[Path]:
 
 
 def avs_run(folder: Path, work: Path, rep: int) -> dict:
+    shutil.rmtree(work / f"avsrun{rep}", ignore_errors=True)
     r = run_tree(["avs-run", str(folder), "--project", str(work / f"avsrun{rep}"), "--no-overlay", "-q", "--json"])
     docs = json.loads(r.pop("stdout"))["videos"]
     video_s = sum(d["duration_s"] for d in docs)
@@ -180,10 +182,13 @@ def avs_run(folder: Path, work: Path, rep: int) -> dict:
 
 def avs_batch(folder: Path, work: Path, rep: int, actors: int) -> dict:
     out = work / f"batch{actors}_{rep}"
+    shutil.rmtree(out, ignore_errors=True)  # a folder from an earlier run would make this one skip every video
     r = run_tree(["avs-batch", str(folder), "--out", str(out), "--actors", str(actors), "--num-cpus", "2",
                   "--object-store-mb", "1000", "--json", "-q"])
     s = json.loads(r.pop("stdout"))
     video_s = s["seconds_of_video"]
+    if s["videos"]["done"] != len(list(folder.glob("*.mp4"))):
+        raise RuntimeError(f"avs-batch did {s['videos']} in {out}, not every video")
     return {**r, "video_s": video_s, "video_s_per_s": round(video_s / r["wall_s"], 3),
             "job_wall_s": s["wall_s"], "job_video_s_per_s": s["video_s_per_s"], "plan": s["plan"],
             "ray_start_s": s["phases"].get("ray_start_s"), "first_result_s": s["phases"].get("first_result_s"),
@@ -352,9 +357,15 @@ def main() -> None:
     ways = {"avs-run (sequential)": lambda rep: avs_run(folder, work, rep),
             "avs-batch, 1 actor": lambda rep: avs_batch(folder, work, rep, 1),
             "avs-batch, 2 actors": lambda rep: avs_batch(folder, work, rep, 2)}
+    report["failed_runs"] = []
     for rep in range(args.repeats):
         for name, fn in ways.items():
-            r = fn(rep)
+            try:
+                r = fn(rep)
+            except RuntimeError as e:  # kept in the report, and run once more
+                report["failed_runs"].append({"way": name, "repeat": rep, "error": str(e)[-3000:]})
+                print(f"{name} #{rep} failed, running it again: {str(e)[-500:]}", file=sys.stderr, flush=True)
+                r = fn(rep)
             r["repeat"] = rep
             report["batch"].setdefault(name, []).append(r)
             print(f"{name} #{rep}: {r['wall_s']} s, {r['video_s_per_s']} video s/s (load {r['load_1min_before']})",
