@@ -174,7 +174,8 @@ def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = T
             ray_info = {"version": ray.__version__, "cluster_cpus": res.get("CPU", 0.0),
                         "cluster_gpus": res.get("GPU", 0.0), "nodes": len(ray.nodes())}
             ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
+            ctx.enable_progress_bars = False  # the job prints its own progress lines
+            ctx.print_on_execution_start = False
             if progress:
                 print(f"avs-batch: {len(todo)} to run, {skipped_done} already done, {skipped_failed} failed before "
                       f"(--retry-failed to run them again); {plan.actors} actor(s) x {plan.actor_cpus:g} CPU"

@@ -83,3 +83,19 @@ def test_summary_lines_name_rates_and_stages(tmp_path):
     lines = summary_lines(s)
     assert lines[0].startswith("2 done, 1 failed, 0 skipped") and "5.00 s of video per second" in lines[1]
     assert "decode 10.0 ms, image_encoder 50.0 ms, write 5.0 ms" in lines[2] and "failures.jsonl" in lines[3]
+
+
+def test_progress_lines_count_videos_and_rate():
+    import io
+
+    from avs_engine.scale.job import Progress
+
+    out = io.StringIO()
+    p = Progress(total=3, every_s=3600, stream=out)
+    p.update(True, 10.0)  # not time for a line yet
+    p.update(False, 0.0)
+    assert out.getvalue() == ""
+    p.update(True, 5.0)  # the last one always prints
+    line = out.getvalue().strip()
+    assert line.startswith("avs-batch: 3/3 videos (2 done, 1 failed), 15 s of video in") and "s/s" in line
+    assert Progress(total=1, enabled=False, stream=out).line().startswith("avs-batch: 0/1 videos")
