@@ -92,10 +92,10 @@ def test_progress_lines_count_videos_and_rate():
 
     out = io.StringIO()
     p = Progress(total=3, every_s=3600, stream=out)
-    p.update(True, 10.0)  # not time for a line yet
-    p.update(False, 0.0)
-    assert out.getvalue() == ""
+    p.update(True, 10.0)  # the first video prints at once
+    p.update(False, 0.0)  # not time for another line yet
     p.update(True, 5.0)  # the last one always prints
-    line = out.getvalue().strip()
-    assert line.startswith("avs-batch: 3/3 videos (2 done, 1 failed), 15 s of video in") and "s/s" in line
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("avs-batch: 1/3 videos (1 done, 0 failed), 10 s of video in")
+    assert lines[1].startswith("avs-batch: 3/3 videos (2 done, 1 failed), 15 s of video in") and "s/s" in lines[1]
     assert Progress(total=1, enabled=False, stream=out).line().startswith("avs-batch: 0/1 videos")
