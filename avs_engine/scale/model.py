@@ -87,7 +87,7 @@ def default_max_frames(runner: Runner) -> int:
     per-backend default.
 
     On CPU a larger batch buys no speed (the cores are busy at one clip) and costs memory: measured with
-    the demo model on ONNX Runtime, 8 clips took the same time clip by clip as in batches of 5-40 frames,
+    the demo model on ONNX Runtime, 8 clips ran no faster in batches of 5-40 frames than clip by clip,
     while the peak RSS grew from 0.2 GB to 0.8 GB at 40 frames."""
     if on_cpu(runner):
         return 0
