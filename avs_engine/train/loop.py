@@ -205,7 +205,8 @@ def check_step_memory(model, cfg: TrainConfig, device: torch.device, T: int, how
                   available=available, source=source, resident=resident, batch_clips=cfg.batch_clips)
     if why:
         raise ConfigError(why)
-    return estimate(cfg.micro_clips, how["sdpa"], how["checkpoint"]).describe()
+    est = estimate(cfg.micro_clips, how["sdpa"], how["checkpoint"])
+    return f"{est.total / 1e9:.1f} GB for {est.describe()}"
 
 
 def rng_state() -> dict:

@@ -160,8 +160,8 @@ class StepMemory:
     def describe(self) -> str:
         how = ", ".join([("SDPA attention" if self.sdpa else "SAM's attention"),
                          ("checkpointed blocks" if self.checkpoint else "no checkpointing")])
-        return (f"{gb(self.total)} for {self.frames} frame(s) per micro-batch ({self.model}, {how}: "
-                f"{gb(self.per_frame)} per frame, {gb(self.weights)} weights/gradients/Adam, {gb(self.overhead)} runtime)")
+        return (f"{self.frames} frame(s) per micro-batch ({self.model}, {how}: {gb(self.per_frame)} per frame, "
+                f"{gb(self.weights)} weights/gradients/Adam, {gb(self.overhead)} runtime)")
 
 
 def gb(n: float) -> str:
@@ -265,5 +265,5 @@ def refusal(estimate, *, clips: int, T: int, sdpa: bool, checkpoint: bool, avail
     change = ("it fits with " + " or ".join(fits)) if fits else (
         f"even 1 clip per micro-batch with SDPA attention and checkpointing needs {gb(need(one))}: "
         "use a device with more memory or shorter clips")
-    return (f"a training step needs about {gb(need(est))} ({est.describe()}) but there is {source}: {change}; "
+    return (f"a training step needs about {gb(need(est))} for {est.describe()} but there is {source}: {change}; "
             "--skip-memory-check tries anyway")
