@@ -69,16 +69,25 @@ def test_bundle_from_before_the_config_field_keeps_its_variant(tmp_path):
 
 
 def test_export_of_an_ablation_computes_the_ablation(ablation, tmp_path):
-    pytest.importorskip("onnxruntime")
-    from avs_engine.export.onnx_export import export_onnx
+    """The fusion graph (the one stage a variant changes) exported from an ablation computes the ablation."""
+    ort = pytest.importorskip("onnxruntime")
+    from avs_engine.artifacts.spec import STAGES
+    from avs_engine.export.onnx_export import export_graph
+    from avs_engine.export.wrappers import graph_modules
 
     model, _ = ablation
-    export_onnx(model, tmp_path / "g", precision="fp32")
-    clip = random_clip(model.config, T=3, seed=5)
-    with create_runner("onnxruntime", engine_dir=tmp_path / "g") as runner:
-        assert runner.config.fusion.variant == "no_temporal"
-        got = runner.run_clip(clip["image"], clip["log_mel"])
-    assert rel_l2(got, _logits(model, clip)) < 1e-4
+    path = export_graph(graph_modules(model)["fusion"], STAGES["fusion"], model.config, tmp_path / "fusion.onnx")[0]
+    rng = np.random.default_rng(5)
+    g = model.config.grid
+    enc = rng.standard_normal((3, model.config.fusion.dim, g, g), dtype=np.float32)
+    a128 = rng.standard_normal((3, model.config.audio.embed_dim), dtype=np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"enc": enc, "a128": a128})
+    with torch.inference_mode():
+        want = [t.numpy() for t in model.fuse(torch.from_numpy(enc), torch.from_numpy(a128))]
+        full = [t.numpy() for t in apply_variant(build_model("tiny", seed=3), "full").fuse(torch.from_numpy(enc), torch.from_numpy(a128))]
+    for name, g_, w, f in zip(STAGES["fusion"].output_names, got, want, full):
+        assert rel_l2(g_, w) < 1e-5, name
+    assert rel_l2(got[0], full[0]) > 1e-3  # and not the full model's fusion
 
 
 def test_presets_are_the_full_model():
