@@ -190,7 +190,7 @@ def prepare_model(model_config: ModelConfig, cfg: TrainConfig, device: torch.dev
 def check_step_memory(model, cfg: TrainConfig, device: torch.device, T: int, how: dict) -> str:
     """Estimate one step's peak before step 1; raise one :class:`ConfigError` line with the
     numbers and what to change when it does not fit. Returns the estimate, described."""
-    from .memory import device_memory, estimate_step_memory, refusal
+    from .memory import OVERHEAD, device_memory, estimate_step_memory, refusal
 
     n_all = sum(p.numel() for p in model.parameters())
     counts = (n_all, sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -200,7 +200,8 @@ def check_step_memory(model, cfg: TrainConfig, device: torch.device, T: int, how
                                     device_type=device.type, counts=counts)
 
     available, source = device_memory(device)
-    resident = 4 * n_all if device.type == "cpu" else 0  # the model is already built in RAM
+    # On a CPU the interpreter, the libraries and the model are already in RAM, outside MemAvailable.
+    resident = 4 * n_all + OVERHEAD["cpu"] if device.type == "cpu" else 0
     why = refusal(estimate, clips=cfg.micro_clips, T=T, sdpa=how["sdpa"], checkpoint=how["checkpoint"],
                   available=available, source=source, resident=resident, batch_clips=cfg.batch_clips)
     if why:

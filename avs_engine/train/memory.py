@@ -265,5 +265,6 @@ def refusal(estimate, *, clips: int, T: int, sdpa: bool, checkpoint: bool, avail
     change = ("it fits with " + " or ".join(fits)) if fits else (
         f"even 1 clip per micro-batch with SDPA attention and checkpointing needs {gb(need(one))}: "
         "use a device with more memory or shorter clips")
-    return (f"a training step needs about {gb(need(est))} for {est.describe()} but there is {source}: {change}; "
+    more = f" on top of the {gb(resident)} already in use" if resident else ""
+    return (f"a training step of {est.describe()} needs about {gb(need(est))}{more}, but there is {source}: {change}; "
             "--skip-memory-check tries anyway")
