@@ -11,6 +11,10 @@ built model with them (the export wrappers and the torch backend's
   projections folded into the 7 tokens; ``fold_decoder_attention(decoder)``.
 - ``relpos_matmul``: SAM's decomposed relative-position bias computed inside
   the score matrix product.
+- ``sdpa_attention``: SAM's image-encoder attention on
+  ``scaled_dot_product_attention`` with that bias folded into q and k, so no
+  [heads, N, N] score matrix exists; ``use_sdpa_attention(model)`` (training,
+  and the torch backend on CUDA).
 - ``torch_ops``: on CUDA, the fused CUDA kernels (``avs_engine.kernels``)
   behind the fused block and the encoder's global attention; ``use_cuda_kernels(model)``.
 
