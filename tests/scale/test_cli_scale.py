@@ -9,6 +9,8 @@ from avs_engine import __version__
 from avs_engine.cli.batch import main as batch
 from avs_engine.cli.serve import main as serve
 
+from .conftest import RAY_MISSING
+
 
 @pytest.mark.parametrize("cmd", [batch, serve])
 def test_help_and_version(cmd):
@@ -19,7 +21,7 @@ def test_help_and_version(cmd):
 
 
 def test_batch_refusals_are_one_line(tmp_path):
-    pytest.importorskip("ray", reason="ray is not installed: pip install 'avs-engine[ray]' (CI installs it)")
+    pytest.importorskip("ray", reason=RAY_MISSING)
     r = CliRunner().invoke(batch, [str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "tensorrt"])
     assert r.exit_code == 2 and r.output.count("error:") == 1 and "--engine-dir" in r.output, r.output
     r = CliRunner().invoke(batch, [str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")])
@@ -29,6 +31,6 @@ def test_batch_refusals_are_one_line(tmp_path):
 
 
 def test_serve_refuses_options_that_do_not_apply():
-    pytest.importorskip("ray", reason="ray is not installed: pip install 'avs-engine[ray]' (CI installs it)")
+    pytest.importorskip("ray", reason=RAY_MISSING)
     r = CliRunner().invoke(serve, ["--precision", "bf16"])
     assert r.exit_code == 2 and r.output.count("error:") == 1 and "bf16" in r.output, r.output

@@ -15,7 +15,7 @@ import pytest
 
 from avs_engine.runtime import rle
 
-from .conftest import GOOD, free_port
+from .conftest import GOOD, RAY_MISSING, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -147,6 +147,7 @@ def test_overlay_comes_back_as_base64_mp4(server, scale_videos):
 
 def test_error_answers_never_carry_a_traceback():
     """The mapping every request goes through: an unexpected exception is a fixed 500 line, a slow one 504."""
+    pytest.importorskip("ray", reason=RAY_MISSING)
     from avs_engine.errors import MediaError
     from avs_engine.scale.serve_app import HttpError, respond
 
