@@ -99,8 +99,11 @@ def long_video(tmp_path_factory):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_while_writing_removes_the_staging_folder(tmp_path, long_video, sig, code):
     project = tmp_path / "runs"
+    # A job started in the background (CI runners, `cmd &`) inherits an ignored SIGINT, and Python then
+    # installs no Ctrl-C handler: give the child the default disposition a terminal would.
     p = subprocess.Popen([sys.executable, "-m", "avs_engine.cli.run", str(long_video), "--project", str(project), "-q"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.monotonic()
         while not list(project.glob("run/.long.partial*/masks/*.png")):  # it has started writing
