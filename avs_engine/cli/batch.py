@@ -17,11 +17,21 @@ from .options import (CONTEXT, AvsCommand, clip_seconds_option, config_option, d
 EXIT_INTERRUPTED = 130
 
 
-def _need_ray() -> None:
+def _need_ray(command: str = "avs-batch") -> None:
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
-        raise AvsError("avs-batch needs Ray: pip install 'avs-engine[ray]'")
+        raise AvsError(f"{command} needs Ray: pip install 'avs-engine[ray]'")
+
+
+def model_for_ray(ctx, command: str, *, backend, weights, config, engine_dir, device, precision, threads):
+    """Ray present, the model the options name, its refusals, the actors' runner recipe and the encoder side S.
+    Raises AvsError with one line."""
+    _need_ray(command)
+    choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
+    refuse_inapplicable(choice, precision=precision, threads=threads, device=device if given(ctx, "device") else None)
+    spec = runner_spec(choice, device=device, precision=precision, threads=threads)
+    return spec, encoder_side(spec)
 
 
 def runner_spec(choice, *, device, precision, threads, vggish=None):
@@ -139,11 +149,8 @@ def _main(ctx, sources, *, out_dir, weights, config, engine_dir, backend, device
           object_store_mb, num_cpus, as_json, quiet) -> int:
     say = (lambda line: None) if quiet and not as_json else (lambda line: click.echo(line, err=True))
     try:
-        _need_ray()
-        choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-        refuse_inapplicable(choice, precision=precision, threads=threads, device=device if given(ctx, "device") else None)
-        spec = runner_spec(choice, device=device, precision=precision, threads=threads)
-        img_size = encoder_side(spec)
+        spec, img_size = model_for_ray(ctx, "avs-batch", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
+                                       device=device, precision=precision, threads=threads)
     except AvsError as e:
         echo_err(str(e))
         return 2

@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .batch import _need_ray, encoder_side, runner_spec
-from .common import BACKENDS, choose_model, echo_err, refuse_inapplicable
-from .options import (CONTEXT, AvsCommand, clip_seconds_option, config_option, device_option, given, precision_option,
+from .batch import model_for_ray
+from .common import BACKENDS, echo_err
+from .options import (CONTEXT, AvsCommand, clip_seconds_option, config_option, device_option, precision_option,
                       threads_option, version_option, weights_option)
 
 
@@ -72,11 +72,8 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
     """
     ctx = click.get_current_context()
     try:
-        _need_ray()
-        choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-        refuse_inapplicable(choice, precision=precision, threads=threads, device=device if given(ctx, "device") else None)
-        spec = runner_spec(choice, device=device, precision=precision, threads=threads)
-        img_size = encoder_side(spec)
+        spec, img_size = model_for_ray(ctx, "avs-serve", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
+                                       device=device, precision=precision, threads=threads)
     except AvsError as e:
         echo_err(str(e))
         sys.exit(2)
