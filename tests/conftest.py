@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-weight bundle and small generated videos (made once per session)."""
+"""Shared fixtures: a tiny random-weight bundle and small generated videos (made once per session), one torch thread."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def silent_video(tmp_path_factory):
     path = tmp_path_factory.mktemp("media") / "silent.mp4"
     make_silent_video(path, seconds=3.2, fps=25, size=(160, 96))
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: on a shared 2-core machine one thread is several times faster than two."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

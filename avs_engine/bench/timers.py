@@ -4,8 +4,8 @@
 each clock reading, so queued GPU work is charged to the interval that
 queued it. :class:`CudaEventTimer` brackets the interval with CUDA events on
 the current stream and reads their elapsed time once the end event is
-complete. Host-only stages (decoding, log-mel, writing) use a HostTimer
-without ``sync``.
+complete. The matmul-peak measurement uses them; the model stages are timed by
+the runner's own clock inside its clip method (``avs_engine.backends.clocks``).
 """
 
 from __future__ import annotations
@@ -68,12 +68,3 @@ class CudaEventTimer:
                 end.record()
                 end.synchronize()
                 iv.seconds = start.elapsed_time(end) / 1e3  # elapsed_time is in ms
-
-
-def timer_for(runner) -> HostTimer | CudaEventTimer:
-    """The right clock for a runner's stages: CUDA events for torch on a GPU, else a synchronised host clock."""
-    device = getattr(runner, "device", None)
-    torch_module = getattr(runner, "_torch", None)
-    if torch_module is not None and getattr(device, "type", None) == "cuda":
-        return CudaEventTimer(torch_module, device)
-    return HostTimer(getattr(runner, "synchronize", None))

@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import BACKENDS, choose_model, echo_err, refuse_inapplicable
-from .options import (CONTEXT, AvsCommand, clip_seconds_option, config_option, device_option, given, precision_option,
-                      threads_option, version_option, weights_option)
+from .common import choose_model, echo_err, refuse_inapplicable
+from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, config_option, device_option,
+                      engine_dir_option, given, precision_option, threads_option, version_option, weights_option)
 
 EXIT_INTERRUPTED = 130
 
@@ -62,11 +62,9 @@ def encoder_side(spec) -> int:
                    "Running again into the same folder skips what is done.")
 @weights_option("Checkpoint for the torch backend (an avs-engine bundle, or an ST-BAVA state_dict with --config).")
 @config_option("Preset (tiny, vit_b, vit_l, vit_h) or a JSON config, for checkpoints that are not bundles.")
-@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="ONNX graphs (manifest.json: onnxruntime backend) or TensorRT engines (engines.json: tensorrt backend). "
+@engine_dir_option("ONNX graphs (manifest.json: onnxruntime backend) or TensorRT engines (engines.json: tensorrt backend). "
                    "Default: the bundled demo model's ONNX graphs.")
-@click.option("--backend", type=click.Choice(BACKENDS), default=None,
-              help="Which backend the actors run. Default: what the model options imply (as avs-run).")
+@backend_option("Which backend the actors run. Default: what the model options imply (as avs-run).")
 @device_option("Where the actors compute: cpu, cuda or cuda:N (on a GPU, each actor asks Ray for --gpus-per-actor GPUs).  "
                "[default: cpu; tensorrt: cuda]", default=None)
 @precision_option("fp32 or fp16 (onnxruntime: which exported graphs; torch: also bf16).  [default: the backend's]")

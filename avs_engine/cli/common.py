@@ -26,7 +26,6 @@ def default_weights() -> Path:
     return DEMO_WEIGHTS
 
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 @dataclass
@@ -78,7 +77,7 @@ def choose_model(*, backend: str | None, weights=None, config=None, engine_dir=N
     - none of them: the bundled demo model, its ONNX graphs on ONNX Runtime
       (on torch with ``--backend torch``, or when onnxruntime is not installed).
     """
-    from ..models import DEMO_GRAPHS, DEMO_WEIGHTS
+    from ..models import DEMO_GRAPHS
 
     if engine_dir is not None:
         engine_dir = Path(engine_dir)

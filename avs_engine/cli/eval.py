@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import BACKENDS, choose_model, echo_err, refuse_inapplicable, runner_options, set_threads
-from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, config_option, device_option, given, precision_option,
-                      threads_option, version_option, weights_option)
+from .common import choose_model, echo_err, refuse_inapplicable, runner_options, set_threads
+from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, config_option, device_option,
+                      engine_dir_option, given, precision_option, threads_option, version_option, weights_option)
 
 
 def _fmt(x) -> str:
@@ -22,10 +22,8 @@ def _fmt(x) -> str:
 @weights_option("A bundle or checkpoint, scored on the torch backend (default: the bundled demo model).")
 @config_option("Preset or JSON config, for checkpoints that are not bundles.")
 @click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torch backend: torchvggish weights, for checkpoints without audio weights.")
-@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Graphs from avs-export onnx (onnxruntime backend) or engines from avs-export build (tensorrt backend).")
-@click.option("--backend", type=click.Choice(BACKENDS), default=None,
-              help="Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
+@engine_dir_option("Graphs from avs-export onnx (onnxruntime backend) or engines from avs-export build (tensorrt backend).")
+@backend_option("Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
                    "--weights: torch; no model option: the bundled demo model on onnxruntime).")
 @device_option("Where to compute: cpu, cuda or cuda:N.  [default: cpu; tensorrt: cuda]", default=None)
 @precision_option("fp32, fp16 or bf16 (torch: the model's dtype; onnxruntime: which exported graphs; tensorrt: the engines' own).  "

@@ -111,6 +111,17 @@ CLIP_SECONDS = click.IntRange(1, 64)
 # -- the shared options ---------------------------------------------------------------------------
 
 
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def engine_dir_option(help: str, **kw):
+    return click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path), help=help, **kw)
+
+
+def backend_option(help: str, **kw):
+    return click.option("--backend", type=click.Choice(BACKENDS), default=None, help=help, **kw)
+
+
 def weights_option(help: str, **kw):
     return click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help=help, **kw)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import BACKENDS, choose_model, echo_err, error_line, make_runner, model_description, quote_path, refuse_inapplicable
-from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, clip_seconds_option, config_option, device_option, given,
-                      precision_option, threads_option, version_option, weights_option)
+from .common import choose_model, echo_err, error_line, make_runner, model_description, quote_path, refuse_inapplicable
+from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, clip_seconds_option,
+                      config_option, device_option, engine_dir_option, given, precision_option, threads_option,
+                      version_option, weights_option)
 from .run_video import run_video
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -50,10 +51,8 @@ class _SigtermAsInterrupt:
 @weights_option("Checkpoint: an avs-engine bundle (.safetensors), or an ST-BAVA state_dict with --config; runs on the torch backend.")
 @config_option("Preset (tiny, vit_b, vit_l, vit_h) or a JSON config, for checkpoints that are not bundles.")
 @click.option("--vggish", type=click.Path(dir_okay=False, path_type=Path), help="torch backend: torchvggish weights, for checkpoints without audio weights.")
-@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Graphs from avs-export onnx (manifest.json: onnxruntime backend) or engines from avs-export build (engines.json: tensorrt backend).")
-@click.option("--backend", type=click.Choice(BACKENDS), default=None,
-              help="Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
+@engine_dir_option("Graphs from avs-export onnx (manifest.json: onnxruntime backend) or engines from avs-export build (engines.json: tensorrt backend).")
+@backend_option("Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
                    "--weights: torch; no model option: the bundled demo model on onnxruntime).")
 @device_option("Where to compute: cpu, cuda or cuda:N (tensorrt always runs on a GPU; cuda:N picks which).  [default: cpu; tensorrt: cuda]",
                default=None)

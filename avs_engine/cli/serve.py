@@ -5,25 +5,22 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from ..errors import AvsError
 from .batch import model_for_ray
-from .common import BACKENDS, echo_err
-from .options import (CONTEXT, AvsCommand, clip_seconds_option, config_option, device_option, precision_option,
-                      threads_option, version_option, weights_option)
+from .common import echo_err
+from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, config_option, device_option,
+                      engine_dir_option, precision_option, threads_option, version_option, weights_option)
 
 
 @click.command(cls=AvsCommand, context_settings=CONTEXT)
 @weights_option("Checkpoint for the torch backend (an avs-engine bundle, or an ST-BAVA state_dict with --config).")
 @config_option("Preset (tiny, vit_b, vit_l, vit_h) or a JSON config, for checkpoints that are not bundles.")
-@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="ONNX graphs (manifest.json: onnxruntime backend) or TensorRT engines (engines.json: tensorrt backend). "
+@engine_dir_option("ONNX graphs (manifest.json: onnxruntime backend) or TensorRT engines (engines.json: tensorrt backend). "
                    "Default: the bundled demo model's ONNX graphs.")
-@click.option("--backend", type=click.Choice(BACKENDS), default=None,
-              help="Which backend the model replicas run. Default: what the model options imply (as avs-run).")
+@backend_option("Which backend the model replicas run. Default: what the model options imply (as avs-run).")
 @device_option("Where the model replicas compute: cpu, cuda or cuda:N.  [default: cpu; tensorrt: cuda]", default=None)
 @precision_option("fp32 or fp16 (onnxruntime: which exported graphs; torch: also bf16).  [default: the backend's]")
 @threads_option("ONNX Runtime intra-op threads per model replica.  [default: ONNX Runtime's]")

@@ -12,13 +12,7 @@ from avs_engine.exact.relpos_matmul import RelPosMatmulAttention
 from avs_engine.exact.sdpa_attention import SdpaAttention, use_sdpa_attention
 from avs_engine.reference import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -20,14 +20,6 @@ from avs_engine.train.recipe import TrainConfig
 GB = 1e9
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _batch(B=2, T=3, S=128, seed=0):
     rng = np.random.default_rng(seed)
     masks = rng.random((B, T, 224, 224)) > 0.8

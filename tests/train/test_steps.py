@@ -6,27 +6,12 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from avs_engine.data.prepared import generated_samples, prepare
 from avs_engine.reference import build_model
 from avs_engine.train.loop import rng_state, set_rng_state, train
 from avs_engine.train.recipe import TrainConfig
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_split():
-    return prepare(generated_samples("train", 2), 2, 128)
 
 
 def _recipe(**kw):

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 
-from avs_engine.data.prepared import prepare, generated_samples
 from avs_engine.reference import build_model, load_bundle
 from avs_engine.reference.checkpoint import read_state_dict
 from avs_engine.train.loop import forward_clips, mask_loss, train
@@ -16,20 +14,6 @@ from avs_engine.train.recipe import TrainConfig
 from avs_engine.train.variants import apply_variant
 
 TINY = "tiny"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine one thread is several times faster than two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_split():
-    return prepare(generated_samples("train", 2), 2, 128)
 
 
 def _recipe(**kw):

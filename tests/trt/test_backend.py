@@ -17,28 +17,12 @@ import pytest
 import avs_engine
 from avs_engine.backends import available_backends, create_runner
 from avs_engine.errors import BackendError, ShapeError
-from avs_engine.artifacts.profiles import TRange
-from avs_engine.export.tensorrt_build import build_engines
 from avs_engine.checks.trt_check import random_clip
 from avs_engine.artifacts.spec import STAGE_ORDER
 from tests.trt.fake_tensorrt import HostMemory, make_fake_tensorrt
 
 REPO = Path(avs_engine.__file__).resolve().parents[1]
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")
-
-
-@pytest.fixture
-def engines(onnx_dir, tmp_path):
-    out = tmp_path / "engines"
-    build_engines(onnx_dir, out, trt=make_fake_tensorrt("10.13.0.35"), gpu=H100, t_range=TRange(1, 3, 4))
-    return out
-
-
-@pytest.fixture
-def fake_trt(monkeypatch):
-    trt = make_fake_tensorrt("10.13.0.35")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    return trt
 
 
 def refusal(engine_dir, **kw):

@@ -15,9 +15,7 @@ import pytest
 from avs_engine.backends import create_runner
 from avs_engine.backends.torch_backend import describe_torch_run
 from avs_engine.errors import BackendError
-from avs_engine.artifacts.profiles import TRange
 from avs_engine.checks.trt_check import random_clip
-from avs_engine.export.tensorrt_build import build_engines
 from tests.trt.fake_tensorrt import HostMemory, make_fake_tensorrt
 
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")
@@ -93,13 +91,6 @@ def test_cpu_provider_unchanged(monkeypatch, demo_graphs):
 
 
 # -- 11. the tensorrt runner's device and finalizer --------------------------------------------------------
-
-
-@pytest.fixture
-def engines(onnx_dir, tmp_path):
-    out = tmp_path / "engines"
-    build_engines(onnx_dir, out, trt=make_fake_tensorrt("10.13.0.35"), gpu=H100, t_range=TRange(1, 3, 4))
-    return out
 
 
 @pytest.fixture

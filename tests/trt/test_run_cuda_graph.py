@@ -4,30 +4,18 @@ per clip length and replayed for every clip, and a graph is never replayed after
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
-from avs_engine.artifacts.profiles import TRange
 from avs_engine.backends import create_runner
 from avs_engine.checks.compare import random_clip
-from avs_engine.export.tensorrt_build import build_engines
-from tests.trt.fake_tensorrt import HostMemory, make_fake_tensorrt
+from tests.trt.fake_tensorrt import HostMemory
 
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
-@pytest.fixture
-def engines(onnx_dir, tmp_path, monkeypatch):
-    out = tmp_path / "engines"
-    build_engines(onnx_dir, out, trt=make_fake_tensorrt("10.13.0.35"), gpu=H100, t_range=TRange(1, 3, 4))
-    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.13.0.35"))
-    return out
-
-
-def test_avs_run_captures_and_replays(engines, monkeypatch, tmp_path, sample_video):
+def test_avs_run_captures_and_replays(engines, fake_trt, monkeypatch, tmp_path, sample_video):
     from avs_engine.cli.run import main
 
     mem = HostMemory().install(monkeypatch, gpu=H100)
@@ -41,7 +29,7 @@ def test_avs_run_captures_and_replays(engines, monkeypatch, tmp_path, sample_vid
     assert doc["timings"]["stages"]["model"]["calls"] == 3  # one graph replay per clip, timed as one stage
 
 
-def test_graph_not_replayed_after_a_shape_change(engines, monkeypatch):
+def test_graph_not_replayed_after_a_shape_change(engines, fake_trt, monkeypatch):
     mem = HostMemory().install(monkeypatch, gpu=H100)
     with create_runner("tensorrt", engine_dir=engines, cuda_graph=True) as runner:
         c3, c2 = random_clip(runner.config, T=3, seed=1), random_clip(runner.config, T=2, seed=2)
@@ -55,7 +43,7 @@ def test_graph_not_replayed_after_a_shape_change(engines, monkeypatch):
         assert mem.graph_captures == 4
 
 
-def test_per_stage_events_without_graph(engines, monkeypatch):
+def test_per_stage_events_without_graph(engines, fake_trt, monkeypatch):
     mem = HostMemory().install(monkeypatch, gpu=H100)
     with create_runner("tensorrt", engine_dir=engines) as runner:
         clip = random_clip(runner.config, T=2, seed=3)
