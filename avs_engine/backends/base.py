@@ -32,6 +32,9 @@ class Runner:
         self.is_active = False
         self.config = None
         self.description = self.name  # e.g. "torch cpu float32"; filled in by activate_impl
+        # What each stage computes in, e.g. {"image_encoder": "bfloat16 (autocast; LayerNorm float32)"};
+        # filled in by activate_impl where a backend knows (result.json keeps it).
+        self.stage_precision: dict[str, str] = {}
 
     # -- rules -------------------------------------------------------------------------------
 

@@ -197,6 +197,8 @@ def make_runner(choice: ModelChoice, *, vggish=None, device: str | None = None, 
 def model_description(runner, weights, bundled: bool = False) -> dict:
     cfg = runner.config
     d = {"backend": runner.name, "runner": runner.description, "preset": cfg.name}
+    if getattr(runner, "stage_precision", None):
+        d["compute_precision"] = dict(runner.stage_precision)
     if weights is not None:
         d["weights"] = str(weights)
         from ..artifacts.graph_manifest import sha256_file
