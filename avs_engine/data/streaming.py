@@ -1,10 +1,15 @@
 """An AVSBench split read from disk item by item, with the interface of ``PreparedSplit``.
 
 For real AVSBench at 1024x1024 a prepared copy would not fit in memory;
-this reads each video's files when asked (one video is cached).
+this reads each video's files when asked. The video read last is kept, one per
+thread: asking for a video's frames, log-mel and masks one after the other
+decodes it once, also when the training input pipeline's threads read other
+videos at the same time.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -16,7 +21,7 @@ class StreamingSplit:
     def __init__(self, dataset: AVSBenchDataset, img_size: int, resize: str = "avsbench") -> None:
         self.dataset, self._img_size, self.resize = dataset, img_size, resize
         self.names = [e.name for e in dataset.entries]
-        self._cache: tuple[int, Sample] | None = None
+        self._last = threading.local()  # .sample: (index, Sample) read last on this thread
         valid = np.zeros((len(dataset), dataset.T), bool)
         valid[:, : dataset.n_masks] = True
         self.mask_valid = valid
@@ -45,9 +50,10 @@ class StreamingSplit:
         return self._burst
 
     def _sample(self, i: int) -> Sample:
-        if self._cache is None or self._cache[0] != i:
-            self._cache = (i, self.dataset[i])
-        return self._cache[1]
+        last = getattr(self._last, "sample", None)
+        if last is None or last[0] != i:
+            last = self._last.sample = (i, self.dataset[i])
+        return last[1]
 
     def image_input(self, i: int) -> np.ndarray:
         return prepare_frames(self._sample(i).frames, self._img_size, self.resize)

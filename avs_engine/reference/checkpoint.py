@@ -269,13 +269,16 @@ def load_checkpoint(
 # -- saving ------------------------------------------------------------------------------------
 
 
-def save_bundle(model: torch.nn.Module, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
-    """Every weight plus the config that built them, as one safetensors file (written atomically)."""
+def save_bundle(model: torch.nn.Module, path: str | Path, extra_metadata: Mapping[str, str] | None = None, *,
+                state: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Every weight plus the config that built them, as one safetensors file (written atomically).
+
+    ``state``: the model's state_dict already copied to the host (the model is then not read)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     cfg: ModelConfig = model.config
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().contiguous().cpu() for k, v in (model.state_dict() if state is None else state).items()}
     meta = {"format": BUNDLE_FORMAT, "config": cfg.to_json(), **(extra_metadata or {})}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(sd, str(tmp), metadata=meta)
@@ -327,10 +330,13 @@ def load_bundle(path: str | Path, device: str = "cpu"):
     return model.to(device), report
 
 
-def save_authors_checkpoint(model: torch.nn.Module, path: str | Path) -> Path:
-    """A state_dict in the authors' layout (no audio backbone: VGGish is a separate file there)."""
+def save_authors_checkpoint(model: torch.nn.Module, path: str | Path, *, state: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """A state_dict in the authors' layout (no audio backbone: VGGish is a separate file there).
+
+    ``state``: the model's state_dict already copied to the host (the model is then not read)."""
     path = Path(path)
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("audio_backbone.")}
+    sd = {k: v.detach().cpu() for k, v in (model.state_dict() if state is None else state).items()
+          if not k.startswith("audio_backbone.")}
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(sd, tmp)
     tmp.replace(path)

@@ -42,7 +42,7 @@ def run_training(*, preset_file=None, config=None, generated=False, data_root=No
         from .audio_pretrain import pretrain_audio
 
         audio_sd = pretrain_audio(model_cfg.audio, train_split, recipe.audio_pretrain_steps,
-                                  recipe.audio_pretrain_batch, seed=recipe.seed, log=log)
+                                  recipe.audio_pretrain_batch, seed=recipe.seed, log=log, device=resolve_device(device))
 
     init = None
     if audio_sd is not None:

@@ -32,23 +32,31 @@ def sounding_kind_labels(names: list[str], T: int) -> np.ndarray:
 
 
 def pretrain_audio(cfg: AudioConfig, split, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-                   log=print) -> dict[str, torch.Tensor]:
-    """Train ``build_audio_backbone(cfg)`` + a linear head on ``split``'s seconds; return the backbone's state_dict."""
+                   log=print, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Train ``build_audio_backbone(cfg)`` + a linear head on ``split``'s seconds on ``device``;
+    return the backbone's state_dict (on the CPU).
+
+    The same run on every device up to float rounding: the weights are initialised on the CPU and
+    the examples drawn by a CPU generator, then moved. The loss is read every 100 steps only (each
+    read waits for the device)."""
+    device = torch.device(device)
     torch.manual_seed(seed)
     net = build_audio_backbone(cfg)
     head = torch.nn.Linear(cfg.embed_dim, len(KINDS))
-    x = torch.from_numpy(np.asarray(split.log_mel, np.float32).reshape(-1, 1, 96, 64))  # [N*T,1,96,64]
-    y = torch.from_numpy(sounding_kind_labels(split.names, split.T).reshape(-1, len(KINDS)))
+    net.to(device)
+    head.to(device)
+    x = torch.from_numpy(np.asarray(split.log_mel, np.float32).reshape(-1, 1, 96, 64)).to(device)  # [N*T,1,96,64]
+    y = torch.from_numpy(sounding_kind_labels(split.names, split.T).reshape(-1, len(KINDS))).to(device)  # [N*T,K]
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=lr)
     g = torch.Generator().manual_seed(seed)
-    losses = []
+    window = []  # the last <= 100 losses, device scalars
     for step in range(1, steps + 1):
-        idx = torch.randint(0, len(x), (batch,), generator=g)
+        idx = torch.randint(0, len(x), (batch,), generator=g).to(device, non_blocking=True)
         loss = F.binary_cross_entropy_with_logits(head(net(x[idx])), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        window = [*window[-99:], loss.detach()]
         if step % 100 == 0 or step == steps:
-            log(f"audio pretraining step {step}/{steps}: loss {np.mean(losses[-100:]):.4f}")
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+            log(f"audio pretraining step {step}/{steps}: loss {float(torch.stack(window).mean()):.4f}")
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}

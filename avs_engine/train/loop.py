@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..reference.build import build_model
-from ..reference.checkpoint import save_authors_checkpoint, save_bundle
+from .checkpoints import host_state_dict, write_best, write_last
 from .evaluate import evaluate_split, torch_predictor
+from .input_pipeline import batch_indices, batch_source, host_batch  # noqa: F401  (host_batch: the loop's batches)
 from .recipe import TrainConfig
 from .variants import apply_variant
 
@@ -123,23 +124,17 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def host_batch(split, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """images [B,T,3,S,S], log_mel [B,T,1,96,64], masks bool [B,T,224,224], valid bool [B,T] (numpy)."""
-    images = np.stack([split.image_input(i) for i in idx])
-    log_mel = np.stack([split.log_mel_input(i) for i in idx])
-    masks = np.stack([split.masks(i) for i in idx])
-    valid = np.stack([np.asarray(split.mask_valid[i], bool) for i in idx])
-    return images, log_mel, masks, valid
-
-
 def accumulate_gradients(model, batch, cfg: TrainConfig, device) -> torch.Tensor:
-    """Forward and backward of one step's batch (numpy, :func:`host_batch`) in micro-batches of
-    ``cfg.micro_clips`` clips; the gradients add up to those of the whole batch at once (up to
-    float rounding, and dropout draws). Returns the step's loss, a device scalar (not read here)."""
+    """Forward and backward of one step's batch (:class:`~.input_pipeline.HostBatch`: numpy, or
+    pinned tensors for CUDA) in micro-batches of ``cfg.micro_clips`` clips; the gradients add up to
+    those of the whole batch at once (up to float rounding, and dropout draws). Returns the step's
+    loss, a device scalar (not read here)."""
     images, log_mel, masks, valid = batch
 
     def dev(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)
+        # from pinned memory the copy is asynchronous; from numpy (a CPU run) .to is a no-op
+        t = a if torch.is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a))
+        return t.to(device, non_blocking=True)
 
     whole = LossFrames.of(masks, valid)
     totals = (len(whole.frames), len(whole.has))
@@ -303,67 +298,67 @@ def train(
         bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
     t_start = time.perf_counter()
     best_path = out / "best.safetensors" if best >= 0 else None
-    while step < total:
-        epoch = step // steps_per_epoch
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(max(n, steps_per_epoch * cfg.batch_clips)) % n
-        model.train()
-        # Loss sums stay on the device; reading one waits for the device, so only every log_every steps.
-        epoch_sum, window_sum, window_n, epoch_steps = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, 0
-        while step < (epoch + 1) * steps_per_epoch:
-            k = step - epoch * steps_per_epoch
-            idx = order[k * cfg.batch_clips:(k + 1) * cfg.batch_clips]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss = accumulate_gradients(model, host_batch(train_split, idx), cfg, dev)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            epoch_sum += loss
-            window_sum += loss
-            window_n += 1
-            epoch_steps += 1
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                if window_n == cfg.log_every or step == total:
-                    bar.set_postfix(loss=f"{float(window_sum) / window_n:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-            if window_n == cfg.log_every:
-                window_sum.zero_()
-                window_n = 0
-        model.eval()
-        val = evaluate_split(val_split, torch_predictor(model, dev)) if val_split is not None and len(val_split) else None
-        rec = {"epoch": epoch + 1, "step": step,
-               "train_loss": float(epoch_sum) / epoch_steps if epoch_steps else float("nan"),
-               "elapsed_s": round(time.perf_counter() - t_start, 1)}
-        if val is not None:
-            rec.update({"val_miou": val["all"]["miou"], "val_f": val["all"]["f_score"]})
-        history.append(rec)
-        improved = val is not None and val["all"]["miou"] > best
-        if improved or (val is None):
-            best = val["all"]["miou"] if val is not None else best
-            meta = {"fusion_variant": cfg.fusion_variant, "train_config": json.dumps(cfg.to_dict()),
-                    "epoch": str(epoch + 1), "step": str(step)}
+    # Every remaining step's batch, in order, built ahead by cfg.workers threads (input_pipeline);
+    # they run into the next epoch while this one validates.
+    batches = batch_source(train_split, batch_indices(n, cfg.batch_clips, cfg.seed, steps_per_epoch, step, total),
+                           workers=cfg.workers, depth=cfg.prefetch_batches, pin=dev.type == "cuda")
+    try:
+        while step < total:
+            epoch = step // steps_per_epoch
+            model.train()
+            # Loss sums stay on the device; reading one waits for the device, so only every log_every steps.
+            epoch_sum, window_sum, window_n, epoch_steps = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, 0
+            while step < (epoch + 1) * steps_per_epoch:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, total, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss = accumulate_gradients(model, next(batches), cfg, dev)
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                epoch_sum += loss
+                window_sum += loss
+                window_n += 1
+                epoch_steps += 1
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    if window_n == cfg.log_every or step == total:
+                        bar.set_postfix(loss=f"{float(window_sum) / window_n:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+                if window_n == cfg.log_every:
+                    window_sum.zero_()
+                    window_n = 0
+            model.eval()
+            val = evaluate_split(val_split, torch_predictor(model, dev)) if val_split is not None and len(val_split) else None
+            rec = {"epoch": epoch + 1, "step": step,
+                   "train_loss": float(epoch_sum) / epoch_steps if epoch_steps else float("nan"),
+                   "elapsed_s": round(time.perf_counter() - t_start, 1)}
             if val is not None:
-                meta["val"] = json.dumps(val["all"])
-            # the weights do not depend on the variant; the metadata names it for avs-eval
-            best_path = save_bundle(model.cpu(), out / "best.safetensors", meta)
-            save_authors_checkpoint(model, out / "best_authors.pth")
-            model.to(dev)
-        torch.save({
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-            "history": json.dumps(history), "rng": rng_state(),
-        }, out / ".last.pt.tmp")
-        (out / ".last.pt.tmp").replace(out / "last.pt")
-        with open(out / "history.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f}"
-        if val is not None:
-            msg += f", val mIoU {val['all']['miou']:.4f} F {val['all']['f_score']:.4f}" + (" (best, saved)" if improved else "")
-        if bar is not None:
-            bar.write(msg)
-        else:
-            log(msg)
+                rec.update({"val_miou": val["all"]["miou"], "val_f": val["all"]["f_score"]})
+            history.append(rec)
+            improved = val is not None and val["all"]["miou"] > best
+            state = host_state_dict(model)  # the model stays on its device
+            if improved or (val is None):
+                best = val["all"]["miou"] if val is not None else best
+                meta = {"fusion_variant": cfg.fusion_variant, "train_config": json.dumps(cfg.to_dict()),
+                        "epoch": str(epoch + 1), "step": str(step)}
+                if val is not None:
+                    meta["val"] = json.dumps(val["all"])
+                # the weights do not depend on the variant; the metadata names it for avs-eval
+                best_path = write_best(model, state, out, meta)
+            write_last(state, opt, out, step=step, best=best, history=history, rng=rng_state())
+            del state
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            msg = f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f}"
+            if val is not None:
+                msg += f", val mIoU {val['all']['miou']:.4f} F {val['all']['f_score']:.4f}" + (" (best, saved)" if improved else "")
+            if bar is not None:
+                bar.write(msg)
+            else:
+                log(msg)
+    finally:
+        batches.close()  # joins the prefetching thread, also when a step failed
     if bar is not None:
         bar.close()
     return TrainResult(out, best_path, best, history, time.perf_counter() - t_start)

@@ -45,6 +45,10 @@ class TrainConfig:
     checkpoint_blocks: bool | None = None
     sdpa_attention: bool | None = None
     log_every: int = 20  # steps between loss read-outs (each one waits for the device)
+    # Input pipeline (train/input_pipeline.py): threads building the next batches while the model
+    # runs (0: the main thread, between steps), and how many batches they may build ahead.
+    workers: int = 1
+    prefetch_batches: int = 2
     # generated data (avs-train --generated)
     generated_train: int = 2000
     generated_val: int = 100
@@ -69,6 +73,10 @@ class TrainConfig:
         if not 0 <= self.micro_batch_clips <= self.batch_clips:
             raise ConfigError(f"{source}: micro_batch_clips must be 0 (the whole batch) up to batch_clips "
                               f"({self.batch_clips}), got {self.micro_batch_clips}")
+        if self.workers < 0:
+            raise ConfigError(f"{source}: workers must be >= 0 (0: batches built between steps), got {self.workers}")
+        if self.prefetch_batches < 1:
+            raise ConfigError(f"{source}: prefetch_batches must be >= 1, got {self.prefetch_batches}")
         if self.log_every < 1:
             raise ConfigError(f"{source}: log_every must be >= 1, got {self.log_every}")
         bad = sorted(set(self.freeze) - set(FREEZABLE))
