@@ -120,13 +120,17 @@ class CudaAttentionOps:
         self.factory = kernels
         self.warn = warn or warn_once
         self._cache: dict[tuple, StbavaKernels | None] = {}
+        # Set by the first build that failed (no cuda-python, NVRTC or the driver refusing): the
+        # toolchain, not the shape, so other shapes (a video's shorter last clip) do not try again.
+        self._build_failed = False
 
     def kernels(self, T: int, H: int, C: int, like: torch.Tensor) -> StbavaKernels | None:
         """The kernels for (T, H, C) on ``like``'s device, or None (with one warning) if they cannot
-        take the shape or cannot be built here: the caller then runs the PyTorch form."""
+        take the shape or cannot be built here: the caller then runs the PyTorch form. A build that
+        failed is not tried again, for this shape or any other."""
         key = (T, H, C, like.device)
         if key not in self._cache:
-            self._cache[key] = self._build(T, H, C, like)
+            self._cache[key] = None if self._build_failed else self._build(T, H, C, like)
         return self._cache[key]
 
     def _build(self, T: int, H: int, C: int, like: torch.Tensor) -> StbavaKernels | None:
@@ -140,6 +144,7 @@ class CudaAttentionOps:
                 factory = self.factory or (lambda T, H, C: StbavaKernels(T, H, C, device=_ordinal(like.device)))
                 return factory(T, H, C)
         except BUILD_ERRORS as e:
+            self._build_failed = True
             self.warn(f"the fused ST-BAVA kernels cannot be built for T={T} H={H} C={C} ({_first_line(e)}); "
                       "the ST-BAVA attention runs in PyTorch instead")
             return None
