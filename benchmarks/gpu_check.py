@@ -31,6 +31,8 @@ TensorRT where those paths should be checked.)
    TensorRT engines built from them (``avs-run --engine-dir``, with and without --cuda-graph), the
    same comparisons and timings; "not available" (with the reason) where the library or provider
    is missing.
+8. train (benchmarks/gpu_check_train.py): one avs-train step of vit_b and vit_h at T=5 (peak memory, step
+   time, the estimate) per training precision, and vit_h inference bf16 vs FP32 masks (per-frame IoU).
 
 Every section stops starting new work when --time-budget (default 420 s) is spent; what it skipped
 is listed. Prints one table and writes a JSON file (--json). TF32 is off for the kernel sections
@@ -47,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
 import io
 import json
 import os
@@ -987,6 +990,7 @@ STEPS = [
     ("stage", lambda e, sh, seed, work: kernel_section("stage", lambda e, sh: time_stage(e, sh, seed))(e, sh)),
     ("e2e", lambda e, sh, seed, work: e2e(e, sh, seed, work)),
     ("paths", lambda e, sh, seed, work: paths(e, sh, seed, work)),
+    ("train", lambda e, sh, seed, work: importlib.import_module("benchmarks.gpu_check_train").train_section(e, sh, seed)),
 ]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SECTIONS = {"build", "check", "stbava", "global_attn", "stage", "e2e", "speed", "paths"}
+SECTIONS = {"build", "check", "stbava", "global_attn", "stage", "e2e", "speed", "paths", "train"}
 
 
 def load():
@@ -48,6 +48,11 @@ def test_quick_dry_run(tmp_path):
     assert speed[0]["x_vs_torch_fp32_eager"] == 1.0 and all("x_vs_torch_fp32_eager" in r for r in speed)
     trt = [r for r in rows if r["section"] == "paths" and r["name"] == "TensorRT engines"]
     assert trt and trt[0]["status"].startswith("not available")
+    train = [r for r in rows if r["section"] == "train"]
+    steps = [r for r in train if "avs-train step" in r["name"]]
+    assert steps and all(r["ok"] and r["median_ms"] > 0 and r["estimate_gb"] > 0 for r in steps)
+    agree = [r for r in train if "bf16 vs fp32" in r["name"]]
+    assert len(agree) == 1 and 0 <= agree[0]["mask_iou_median"] <= 1 and "error" not in agree[0]
 
 
 def test_time_budget_skips_and_says_so(tmp_path):
@@ -55,7 +60,7 @@ def test_time_budget_skips_and_says_so(tmp_path):
     assert load().main(["--dry-run", "--quick", "--time-budget", "0", "--skip", "build", "check", "stbava",
                         "global_attn", "stage", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert doc["skipped"] == ["e2e: whole section", "paths: whole section"]
+    assert doc["skipped"] == ["e2e: whole section", "paths: whole section", "train: whole section"]
 
 
 @pytest.mark.slow
