@@ -1,7 +1,10 @@
 """The PyTorch backend: the reference model, on CPU or CUDA, in float32/float16/bfloat16.
 
-torch is imported in ``activate_impl`` only. The reference is float32 eager;
-lower precisions cast the whole model (a pass, the model code stays plain).
+torch is imported in ``activate_impl`` only. The reference is float32 eager
+(IEEE float32: TF32 only when asked for). bfloat16/float16 are mixed
+precision over float32 weights (``exact/mixed_precision.py``): the image
+encoder under autocast with its norms and softmax statistics in float32, the
+other stages in float32. The model code stays plain; these are passes.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def describe_torch_run(device: str, dtype: str, fused: bool, swapped: Mapping[str, int],
-                       global_attention_dtype: str | None = None) -> str:
-    """The runner's description (result.json keeps it): with ``fused``, where the ST-BAVA attention
-    ran (CUDA kernels or PyTorch) and the precision of the encoder's global attention, e.g.
-    ``torch cuda float32 fused; ST-BAVA attention on the fused CUDA kernels; global attention
-    float16 on the flash kernel``."""
-    d = f"torch {device} {dtype}"
+                       global_attention_dtype: str | None = None, tf32: bool = False) -> str:
+    """The runner's description (result.json keeps it): the precision (``bfloat16 autocast``:
+    mixed precision over float32 weights; ``float32 tf32``), with ``fused`` where the ST-BAVA
+    attention ran (CUDA kernels or PyTorch) and the precision of the encoder's global attention,
+    e.g. ``torch cuda float32 fused; ST-BAVA attention on the fused CUDA kernels; global
+    attention float16 on the flash kernel``."""
+    d = f"torch {device} {dtype}" + (" autocast" if dtype != "float32" else " tf32" if tf32 else "")
     if not fused:
         return d
     parts = [d + " fused"]
@@ -89,6 +93,8 @@ class TorchRunner(Runner):
         fused: bool = False,
         global_attention_dtype: str | None = None,
         threads: int | None = None,
+        tf32: bool = False,
+        frames_per_call: int | None = None,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
@@ -100,7 +106,11 @@ class TorchRunner(Runner):
         global attention in a float32 model: ``float16``/``bfloat16`` run it on the flash kernel,
         ``float32`` (and None, the default: the model's dtype) keep PyTorch's attention. A
         float16/bfloat16 model computes it in its own dtype. ``description`` says which ran.
-        ``threads``: torch's intra-op CPU threads (set at activation; None: torch's default)."""
+        ``threads``: torch's intra-op CPU threads (set at activation; None: torch's default).
+        ``dtype`` float16/bfloat16: mixed precision, the weights stay float32 (module docstring).
+        ``tf32``: TF32 tensor-core matmuls in a float32 run on CUDA (off: IEEE float32).
+        ``frames_per_call``: image-encoder frames per call; None: one on the CPU, on a GPU as many
+        as half the free memory holds (``frame_budget.py``)."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -108,12 +118,18 @@ class TorchRunner(Runner):
             raise BackendError(f"global_attention_dtype must be one of {', '.join(DTYPES)}, got '{global_attention_dtype}'")
         if dtype != "float32" and global_attention_dtype not in (None, dtype):
             raise BackendError(f"global attention in {global_attention_dtype}: a {dtype} model computes it in {dtype}")
+        if tf32 and dtype != "float32":
+            raise BackendError(f"TF32 applies to float32 runs; a {dtype} run computes its matmuls in {dtype}")
+        if frames_per_call is not None and frames_per_call < 1:
+            raise BackendError(f"frames_per_call must be at least 1, got {frames_per_call}")
         self.weights, self.config_spec, self.device_name, self.dtype_name = weights, config, device, dtype
         self.vggish, self.model, self.seed = vggish, model, seed
         self.allow_missing_fusion = allow_missing_fusion
         self.fused = fused
         self.global_attention_dtype = global_attention_dtype
         self.threads = threads
+        self.tf32 = tf32
+        self.frames_per_call = frames_per_call
         self.swapped: dict[str, int] = {}
         self.warnings: list[str] = []
         self.load_report = None
@@ -147,6 +163,10 @@ class TorchRunner(Runner):
 
         self.device = torch_device(torch, self.device_name)
         self.dtype = getattr(torch, self.dtype_name)
+        if self.tf32 and self.device.type != "cuda":
+            raise BackendError(f"TF32 is a CUDA tensor-core format; this run is on {self.device} (leave --tf32 out)")
+        # float16/bfloat16: autocast over float32 weights; None: plain float32
+        self.compute_dtype = None if self.dtype_name == "float32" else self.dtype
         if self.global_attention_dtype not in (None, self.dtype_name) and not (self.fused and self.device.type == "cuda"):
             raise BackendError(f"global attention in {self.global_attention_dtype} needs fused=True on a CUDA device "
                                f"(the flash kernel); elsewhere it computes in the model's {self.dtype_name}")
@@ -164,8 +184,12 @@ class TorchRunner(Runner):
                 self.model = build_model(self.config_spec or "tiny", seed=self.seed)
             else:
                 raise BackendError("no weights given (--weights FILE)")
-        self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
-        if self.device.type == "cuda":
+        self.model = self.model.to(device=self.device, dtype=torch.float32).eval()
+        if self.compute_dtype is not None:
+            from ..exact.mixed_precision import prepare_mixed_precision
+
+            prepare_mixed_precision(self.model)  # SDPA attention, float32 norms in the encoder
+        elif self.device.type == "cuda":
             from ..exact.sdpa_attention import use_sdpa_attention
 
             use_sdpa_attention(self.model)  # no [heads, N, N] scores; --fused swaps its kernels in over it
@@ -179,12 +203,35 @@ class TorchRunner(Runner):
             if self.device.type == "cuda":
                 from ..exact.torch_ops import use_cuda_kernels
 
-                ga = getattr(torch, self.global_attention_dtype) if self.global_attention_dtype else None
+                ga = getattr(torch, self.global_attention_dtype) if self.global_attention_dtype else self.compute_dtype
                 self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, warn=self._kernel_warning)
         self.config = self.model.config
+        if self.tf32:
+            from ..exact.mixed_precision import allow_tf32
+
+            self._tf32_before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            allow_tf32(True)
         self.description = describe_torch_run(str(self.device), self.dtype_name, self.fused, self.swapped,
-                                              self.global_attention_dtype)
+                                              self.global_attention_dtype, self.tf32)
+        self.stage_precision = self._stage_precision()
+        if self.frames_per_call is None and self.device.type == "cuda":
+            from .frame_budget import encoder_frames_per_call
+
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.frames_per_call = encoder_frames_per_call(self.config, free, T=1 << 10)
         self._torch = torch
+
+    def _stage_precision(self) -> dict[str, str]:
+        """What each stage computes in (result.json), the fused kernels included."""
+        from ..exact.mixed_precision import stage_precision
+
+        p = stage_precision(self.dtype_name, self.tf32)
+        if self.swapped.get("global_attention"):
+            ga = self.global_attention_dtype or self.dtype_name
+            p["image_encoder"] += f"; global attention {ga} on the flash kernel"
+        if self.swapped.get("fusion_blocks") and self.device.type == "cuda":
+            p["fusion"] += " on the fused CUDA kernels"
+        return p
 
     def _kernel_warning(self, msg: str) -> None:
         """A fused-kernel fallback: kept in ``warnings`` (the caller shows them after activation);
@@ -196,7 +243,14 @@ class TorchRunner(Runner):
             print(f"warning: {msg}", file=sys.stderr, flush=True)
 
     def _in(self, a: np.ndarray):
-        return self._torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)
+        # float32 in every precision: autocast casts where the policy computes low
+        return self._torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self._torch.float32)
+
+    def _precision(self, stage: str):
+        """The autocast context ``stage`` runs in (float32 outside the mixed-precision stages)."""
+        from ..exact.mixed_precision import autocast
+
+        return autocast(stage, self.device.type, self.compute_dtype)
 
     def _out(self, t) -> np.ndarray:
         return t.detach().float().cpu().numpy()
@@ -204,7 +258,7 @@ class TorchRunner(Runner):
     def run_impl(self, stage: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = self.model
         x = {k: self._in(v) for k, v in inputs.items()}
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), self._precision(stage):
             if stage == "audio":
                 return {"a128": self._out(m.embed_audio(x["log_mel"]))}
             if stage == "image_encoder":
@@ -217,11 +271,14 @@ class TorchRunner(Runner):
         raise AssertionError(stage)
 
     def _encode(self, image, a128):
-        """Frames are independent in the encoder: on CPU run them one at a time, since SAM's
-        global blocks hold [T*heads, N, N] scores (vit_b, T=5: killed at 19 GB)."""
-        if self.device.type != "cpu" or image.shape[0] == 1:
+        """Frames are independent in the encoder: run them ``frames_per_call`` at a time. On the
+        CPU one at a time, since SAM's global blocks hold [T*heads, N, N] scores (vit_b, T=5:
+        killed at 19 GB); on a GPU as many as the memory budget allows (any T)."""
+        k = self.frames_per_call or 1
+        T = image.shape[0]
+        if T <= k:
             return self.model.encode(image, a128)
-        return self._torch.cat([self.model.encode(image[i : i + 1], a128[i : i + 1]) for i in range(image.shape[0])])
+        return self._torch.cat([self.model.encode(image[i : i + k], a128[i : i + k]) for i in range(0, T, k)])
 
     def stage_clock(self) -> StageClock:
         if self.device.type == "cuda":
@@ -237,13 +294,13 @@ class TorchRunner(Runner):
         """The four stages with the intermediate tensors on the device; same result as stage by stage."""
         m = self.model
         with self._torch.inference_mode():
-            with clock.stage("audio"):
+            with clock.stage("audio"), self._precision("audio"):
                 a128 = m.embed_audio(self._in(log_mel))
-            with clock.stage("image_encoder"):
+            with clock.stage("image_encoder"), self._precision("image_encoder"):
                 enc = self._encode(self._in(image), a128)
-            with clock.stage("fusion"):
+            with clock.stage("fusion"), self._precision("fusion"):
                 dense, sparse = m.fuse(enc, a128)
-            with clock.stage("mask_decoder"):
+            with clock.stage("mask_decoder"), self._precision("mask_decoder"):
                 logits = m.decode(enc, dense, sparse)
             return self._out(logits)
 
@@ -252,4 +309,7 @@ class TorchRunner(Runner):
             self._torch.cuda.synchronize(self.device)
 
     def deactivate_impl(self) -> None:
+        if self.tf32:
+            torch = self._torch
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._tf32_before
         self.model = self.model if self.weights is None else None

@@ -155,12 +155,13 @@ def test_description_says_the_global_attention_precision():
     assert describe_torch_run("cuda:0", "float32", True, {"fusion_blocks": 7, "global_attention": 0}) == (
         "torch cuda:0 float32 fused; ST-BAVA attention on the fused CUDA kernels; global attention float32 in PyTorch")
     assert describe_torch_run("cuda:0", "bfloat16", True, kernels) == (
-        "torch cuda:0 bfloat16 fused; ST-BAVA attention on the fused CUDA kernels; global attention bfloat16 on the flash kernel")
+        "torch cuda:0 bfloat16 autocast fused; ST-BAVA attention on the fused CUDA kernels; global attention bfloat16 on the flash kernel")
     off = {"fusion_blocks": 0, "global_attention": 0}  # a GPU below compute capability 8.0
     assert describe_torch_run("cuda:0", "float32", True, off) == (
         "torch cuda:0 float32 fused; ST-BAVA attention in PyTorch; global attention float32 in PyTorch")
     assert describe_torch_run("cpu", "float32", True, {"fusion_blocks": 2}) == "torch cpu float32 fused; global attention float32 in PyTorch"
-    assert describe_torch_run("cpu", "float16", False, {}) == "torch cpu float16"
+    assert describe_torch_run("cpu", "float16", False, {}) == "torch cpu float16 autocast"
+    assert describe_torch_run("cuda", "float32", False, {}, tf32=True) == "torch cuda float32 tf32"
 
 
 def test_global_attention_precision_refusals():
