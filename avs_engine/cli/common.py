@@ -128,7 +128,8 @@ def choose_model(*, backend: str | None, weights=None, config=None, engine_dir=N
 
 def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fused: bool = False, cuda_graph: bool = False,
                         vggish=None, threads: int | None = None, device: str | None = None,
-                        fusion_variant: str | None = None, global_attention_precision: str | None = None) -> None:
+                        fusion_variant: str | None = None, global_attention_precision: str | None = None,
+                        tf32: bool = False) -> None:
     """One :class:`BackendError` line for the first option that does not apply to the chosen backend.
 
     ``device``: only when given on the command line."""
@@ -142,6 +143,8 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
     if global_attention_precision is not None and not (fused and b == "torch"):
         raise BackendError("--global-attention-precision sets the precision of the fused CUDA kernels' global attention: "
                            f"it needs --fused on the torch backend; {where}")
+    if tf32 and b != "torch":
+        raise BackendError(f"--tf32 sets how the torch backend multiplies in float32 on CUDA; {where}")
     if cuda_graph and b != "tensorrt":
         raise BackendError(f"--cuda-graph needs the tensorrt backend (it replays the TensorRT engines as one CUDA graph); {where}")
     if precision == "bf16" and b != "torch":
@@ -160,7 +163,7 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
 
 
 def runner_options(choice: ModelChoice, *, device: str | None = None, precision: str | None = None, fused: bool = False,
-                   cuda_graph: bool = False, global_attention_precision: str | None = None) -> dict:
+                   cuda_graph: bool = False, global_attention_precision: str | None = None, tf32: bool = False) -> dict:
     """The keyword arguments of ``create_runner(choice.backend, ...)`` besides the model. ``device`` None: cpu
     (tensorrt: cuda). ``precision`` None: the backend's default (torch fp32; onnxruntime fp32 on CPU, fp16 on
     a GPU; tensorrt what the engines were built in)."""
@@ -168,6 +171,8 @@ def runner_options(choice: ModelChoice, *, device: str | None = None, precision:
         kw = {"device": device or "cpu", "dtype": TORCH_DTYPE[precision or "fp32"], "fused": fused}
         if global_attention_precision is not None:
             kw["global_attention_dtype"] = TORCH_DTYPE[global_attention_precision]
+        if tf32:
+            kw["tf32"] = True
         return kw
     if choice.backend == "onnxruntime":
         device = device or "cpu"
@@ -184,10 +189,10 @@ def set_threads(backend: str, threads: int | None) -> dict:
 
 def make_runner(choice: ModelChoice, *, vggish=None, device: str | None = None, precision: str | None = None,
                 fused: bool = False, cuda_graph: bool = False, threads: int | None = None,
-                global_attention_precision: str | None = None):
+                global_attention_precision: str | None = None, tf32: bool = False):
     """The runner for ``choice`` (not yet activated); see :func:`runner_options`."""
     kw = runner_options(choice, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
-                        global_attention_precision=global_attention_precision)
+                        global_attention_precision=global_attention_precision, tf32=tf32)
     kw.update(set_threads(choice.backend, threads))
     if choice.backend == "torch":
         return create_runner("torch", weights=choice.weights, config=choice.config, vggish=vggish, **kw)

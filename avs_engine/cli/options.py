@@ -146,6 +146,12 @@ def precision_option(help: str, *, default=None, choices=PRECISIONS, multiple: b
                         show_default=default is not None, help=help, **kw)
 
 
+def tf32_option():
+    return click.option("--tf32", is_flag=True,
+                        help="torch on CUDA, fp32: let matmuls and convolutions use TF32 tensor cores (10-bit mantissa "
+                             "products, float32 sums; several times faster). Off: fp32 is IEEE float32, the reference.")
+
+
 THREADS_HELP = ("CPU threads for the computation (torch's and ONNX Runtime's intra-op threads); "
                 "0 or unset: each library's own default.")
 
