@@ -72,6 +72,12 @@ class Runner:
         check_arrays(spec, outputs, dims, outputs=True)
         return outputs
 
+    def masks_function(self):
+        """A function computing masks where the model ran, with :func:`avs_engine.io.postprocess.logits_to_masks`'s
+        signature and result (logits float32 [T,1,L,L], (H, W), mid -> bool [T,H,W]), or None: the caller
+        upsamples and thresholds on the host. The torch backend offers one on CUDA."""
+        return None
+
     def run_clip(self, image: np.ndarray, log_mel: np.ndarray, clock: StageClock | None = None) -> np.ndarray:
         """The whole model on one clip: image [T,3,S,S], log_mel [T,1,96,64] -> logits [T,1,L,L].
 

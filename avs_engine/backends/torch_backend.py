@@ -95,6 +95,7 @@ class TorchRunner(Runner):
         threads: int | None = None,
         tf32: bool = False,
         frames_per_call: int | None = None,
+        device_masks: bool | None = None,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
@@ -110,7 +111,9 @@ class TorchRunner(Runner):
         ``dtype`` float16/bfloat16: mixed precision, the weights stay float32 (module docstring).
         ``tf32``: TF32 tensor-core matmuls in a float32 run on CUDA (off: IEEE float32).
         ``frames_per_call``: image-encoder frames per call; None: one on the CPU, on a GPU as many
-        as half the free memory holds (``frame_budget.py``)."""
+        as half the free memory holds (``frame_budget.py``).
+        ``device_masks``: offer :meth:`masks_function` (upsampling and thresholding on the model's
+        device); None: on CUDA only."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -130,6 +133,7 @@ class TorchRunner(Runner):
         self.threads = threads
         self.tf32 = tf32
         self.frames_per_call = frames_per_call
+        self.device_masks = device_masks
         self.swapped: dict[str, int] = {}
         self.warnings: list[str] = []
         self.load_report = None
@@ -279,6 +283,27 @@ class TorchRunner(Runner):
         if T <= k:
             return self.model.encode(image, a128)
         return self._torch.cat([self.model.encode(image[i : i + k], a128[i : i + k]) for i in range(0, T, k)])
+
+    def masks_function(self):
+        """On CUDA (or when ``device_masks`` says so): logits -> masks on the model's device, the same
+        two bilinear upsamplings as :func:`avs_engine.io.postprocess.logits_to_masks` (to ``mid``
+        squared, then the frame size) and the threshold, so that only the bool masks cross to the
+        host. Called on the writer's thread."""
+        on = self.device.type == "cuda" if self.device_masks is None else self.device_masks
+        if not on:
+            return None
+        torch, device = self._torch, self.device
+        F = torch.nn.functional
+
+        def logits_to_masks(logits: np.ndarray, size_hw: tuple[int, int], mid: int = 1024) -> np.ndarray:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(logits, np.float32)).to(device)  # [T, 1, L, L]
+                if mid:
+                    x = F.interpolate(x, (mid, mid), mode="bilinear", align_corners=False)
+                x = F.interpolate(x, (int(size_hw[0]), int(size_hw[1])), mode="bilinear", align_corners=False)
+                return (x[:, 0] > 0).cpu().numpy()  # bool [T, H, W]
+
+        return logits_to_masks
 
     def stage_clock(self) -> StageClock:
         if self.device.type == "cuda":

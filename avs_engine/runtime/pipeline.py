@@ -67,10 +67,11 @@ class Pipeline:
         result = result or self.start(path)
         timer = StageTimer()
         size_hw = (result.height, result.width)
+        to_masks = self.model.runner.masks_function() or logits_to_masks
         for pred in self.predictions(result, timer):
             for second in pred.window.new_seconds:
                 t0 = time.perf_counter()
-                mask = logits_to_masks(pred.second_logits(second)[None], size_hw, mid=self.model.img_size)[0]
+                mask = to_masks(pred.second_logits(second)[None], size_hw, mid=self.model.img_size)[0]
                 stats = mask_stats(mask)
                 result.seconds.append(SecondResult(second, None, float(stats["area_fraction"]), stats["bbox"]))
                 timer.add("postprocess", time.perf_counter() - t0)
@@ -90,7 +91,8 @@ class Pipeline:
         result = self.start(path)
         timer = StageTimer()
         with VideoOutput(run_dir, Path(path).stem) as out:
-            writer = VideoWriter(result, out.path, self.model.img_size, overlay=overlay, save_logits=save_logits)
+            writer = VideoWriter(result, out.path, self.model.img_size, overlay=overlay, save_logits=save_logits,
+                                 masks_function=self.model.runner.masks_function())
             done = 0
             try:
                 for pred in self.predictions(result, timer):

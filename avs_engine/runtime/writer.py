@@ -51,10 +51,12 @@ class VideoWriter:
     ``mask_format``: ``"png"`` (``masks/000001.png`` per second) or ``"rle"``
     (every second's COCO RLE in ``masks.rle.json``, written by :meth:`close`;
     also kept in :attr:`rles`, second -> ``{"size": [h, w], "counts": str}``).
+    ``masks_function``: upsampling and thresholding (``logits_to_masks``'s signature), e.g. the
+    runner's on its GPU (:meth:`Runner.masks_function`); default ``logits_to_masks`` on the host.
     """
 
     def __init__(self, result: VideoResult, out_dir: Path, mid: int, *, overlay: bool = True,
-                 save_logits: bool = False, depth: int = 2, mask_format: str = "png") -> None:
+                 save_logits: bool = False, depth: int = 2, mask_format: str = "png", masks_function=None) -> None:
         if mask_format not in MASK_FORMATS:
             raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
         self.result = result
@@ -62,6 +64,7 @@ class VideoWriter:
         self.mid = int(mid)
         self.save_logits = save_logits
         self.mask_format = mask_format
+        self.to_masks = masks_function or logits_to_masks
         self.rles: dict[int, dict] = {}
         self.seconds_s = {"postprocess": 0.0, "write": 0.0}
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +118,7 @@ class VideoWriter:
         for second in pred.window.new_seconds:
             t0 = time.perf_counter()
             logits = pred.second_logits(second)  # [1, L, L]
-            mask = logits_to_masks(logits[None], size_hw, mid=self.mid)[0]
+            mask = self.to_masks(logits[None], size_hw, mid=self.mid)[0]
             stats = mask_stats(mask)
             t1 = time.perf_counter()
             if self.mask_format == "rle":
