@@ -9,8 +9,8 @@ import click
 
 from ..errors import AvsError
 from .common import echo_err
-from .options import (CONTEXT, THREADS_HELP, AvsCommand, alias, config_option, device_option, threads_option, version_option,
-                      weights_option)
+from .options import (CONTEXT, THREADS_HELP, AvsCommand, alias, config_option, device_option, precision_option, threads_option,
+                      version_option, weights_option)
 
 
 def is_preset_file(config: str) -> bool:
@@ -51,6 +51,10 @@ def is_preset_file(config: str) -> bool:
 @click.option("--sdpa-attention/--no-sdpa-attention", default=None, help="The encoder's attention on "
               "scaled_dot_product_attention, no score matrices (default: on).")
 @click.option("--log-every", type=click.IntRange(min=1), help="Steps between loss read-outs on the progress bar (default 20).")
+@precision_option("The image encoder's compute precision, forward and backward: bf16 or fp16 autocast over float32 "
+                  "weights (its LayerNorms, the audio backbone, the fusion, the decoder and the loss stay float32; "
+                  "fp16 scales the loss against underflow); fp32 is IEEE float32. bf16 on GPUs that have it. "
+                  "[default: fp32]")
 @click.option("--workers", type=click.IntRange(min=0), metavar="N", help="Threads that build the next batches (decode, "
               "resize, normalise; pinned memory on CUDA) while the model runs, up to 2 batches ahead; 0: between "
               "steps on the main thread. The batches and results do not change (default 1).")
@@ -66,7 +70,7 @@ def is_preset_file(config: str) -> bool:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
 def main(config, generated, data_root, log_mel, subset, cache_dir, weights, vggish, resume, epochs, steps_per_epoch,
-         lr, batch_clips, micro_batch_clips, checkpoint_blocks, sdpa_attention, log_every, workers, skip_memory_check,
+         lr, batch_clips, micro_batch_clips, checkpoint_blocks, sdpa_attention, log_every, precision, workers, skip_memory_check,
          generated_train, generated_val, fusion_variant, seed, threads, device, project, name, quiet):
     """Train ST-BAVA; validation mIoU each epoch; the best epoch is saved as
     best.safetensors (a bundle avs-run/avs-eval load) and best_authors.pth (the
@@ -89,7 +93,7 @@ def main(config, generated, data_root, log_mel, subset, cache_dir, weights, vggi
             project=project, name=name, progress=not quiet, check_memory=not skip_memory_check,
             overrides=dict(epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, batch_clips=batch_clips,
                            micro_batch_clips=micro_batch_clips, checkpoint_blocks=checkpoint_blocks,
-                           sdpa_attention=sdpa_attention, log_every=log_every, workers=workers,
+                           sdpa_attention=sdpa_attention, log_every=log_every, precision=precision, workers=workers,
                            generated_train=generated_train, generated_val=generated_val,
                            fusion_variant=fusion_variant, seed=seed, threads=threads),
         )

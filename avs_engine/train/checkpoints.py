@@ -31,11 +31,14 @@ def write_best(model: torch.nn.Module, state: dict[str, torch.Tensor], out: Path
 
 
 def write_last(state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, out: Path, *, step: int, best: float,
-               history: list[dict], rng: dict) -> Path:
+               history: list[dict], rng: dict, scaler=None) -> Path:
     """``last.pt``, what a resume reads: the weights (``state``), Adam's state, the step, the best
-    score, the history and every generator's state (``rng``)."""
+    score, the history, every generator's state (``rng``) and an fp16 run's loss scale (``scaler``)."""
     tmp, path = out / ".last.pt.tmp", out / "last.pt"
-    torch.save({"model": state, "optimizer": optimizer.state_dict(), "step": step, "best": best,
-                "history": json.dumps(history), "rng": rng}, tmp)
+    doc = {"model": state, "optimizer": optimizer.state_dict(), "step": step, "best": best,
+           "history": json.dumps(history), "rng": rng}
+    if scaler is not None:
+        doc["scaler"] = scaler.state_dict()
+    torch.save(doc, tmp)
     tmp.replace(path)
     return path

@@ -50,15 +50,24 @@ def set_trainable(model: torch.nn.Module, freeze: tuple[str, ...]) -> dict[str, 
     return counts
 
 
-def forward_clips(model, images: torch.Tensor, log_mel: torch.Tensor) -> torch.Tensor:
-    """B clips at once: images [B,T,3,S,S], log_mel [B,T,1,96,64] -> logits [B,T,1,L,L].
+COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def forward_clips(model, images: torch.Tensor, log_mel: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """B clips at once: images [B,T,3,S,S], log_mel [B,T,1,96,64] -> logits [B,T,1,L,L] (float32).
 
     Audio, encoder and decoder run on all B*T frames together; the fusion runs
-    per clip (it mixes the T frames of one clip only).
+    per clip (it mixes the T frames of one clip only). ``dtype`` (bfloat16/float16): the
+    image encoder under autocast (``exact.mixed_precision``; its norms float32 after
+    :func:`prepare_model`), its output and every other stage float32.
     """
+    from ..exact.mixed_precision import autocast
+
     B, T = images.shape[:2]
     a128 = model.embed_audio(log_mel.flatten(0, 1))  # [B*T, A]
-    enc = model.encode(images.flatten(0, 1), a128)  # [B*T, C, G, G]
+    with autocast("image_encoder", images.device.type, dtype):
+        enc = model.encode(images.flatten(0, 1), a128)  # [B*T, C, G, G]
+    enc = enc.float()  # a no-op here (the neck ends in a float32 LayerNorm2d); fusion and decoder take float32
     dense, sparse = [], []
     for b in range(B):
         d, s = model.fuse(enc[b * T:(b + 1) * T], a128[b * T:(b + 1) * T])
@@ -124,11 +133,12 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def accumulate_gradients(model, batch, cfg: TrainConfig, device) -> torch.Tensor:
+def accumulate_gradients(model, batch, cfg: TrainConfig, device, scaler=None) -> torch.Tensor:
     """Forward and backward of one step's batch (:class:`~.input_pipeline.HostBatch`: numpy, or
     pinned tensors for CUDA) in micro-batches of ``cfg.micro_clips`` clips; the gradients add up to
-    those of the whole batch at once (up to float rounding, and dropout draws). Returns the step's
-    loss, a device scalar (not read here)."""
+    those of the whole batch at once (up to float rounding, and dropout draws). ``cfg.precision``:
+    the encoder's autocast dtype; ``scaler``: a ``torch.amp.GradScaler`` (fp16) that scales each
+    loss before its backward pass. Returns the step's loss (unscaled), a device scalar (not read here)."""
     images, log_mel, masks, valid = batch
 
     def dev(a):
@@ -145,11 +155,25 @@ def accumulate_gradients(model, batch, cfg: TrainConfig, device) -> torch.Tensor
         frames = LossFrames.of(masks[sl], valid[sl])
         if not len(frames.frames):
             continue  # no frame with a mask: nothing to learn from these clips
-        logits = forward_clips(model, dev(images[sl]), dev(log_mel[sl]))
+        logits = forward_clips(model, dev(images[sl]), dev(log_mel[sl]), COMPUTE_DTYPES[cfg.precision])
         loss = mask_loss(model, logits, dev(masks[sl]), None, cfg, frames=frames, totals=totals)
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
         total += loss.detach()
     return total
+
+
+def optimizer_step(opt: torch.optim.Optimizer, params: list, cfg: TrainConfig, scaler=None) -> None:
+    """Clip (``cfg.grad_clip``) and step. With a GradScaler the gradients are unscaled first, and
+    a step whose gradients overflowed is skipped (the scale then drops)."""
+    if scaler is not None and cfg.grad_clip:
+        scaler.unscale_(opt)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,7 +189,9 @@ def resolve_device(device: str) -> torch.device:
 
 def prepare_model(model_config: ModelConfig, cfg: TrainConfig, device: torch.device, init: Callable | None = None):
     """Built, initialised and made trainable on the CPU (not moved yet), with the memory passes
-    applied. Returns (model, trainable counts per group, {"sdpa": bool, "checkpoint": bool})."""
+    applied and, for bf16/fp16, the encoder's norms made float32 islands. Returns (model,
+    trainable counts per group, {"sdpa": bool, "checkpoint": bool})."""
+    from ..exact.mixed_precision import keep_norms_float32
     from ..exact.sdpa_attention import sdpa_by_default, use_sdpa_attention
     from .memory import checkpoint_by_default, checkpoint_encoder_blocks
 
@@ -178,6 +204,8 @@ def prepare_model(model_config: ModelConfig, cfg: TrainConfig, device: torch.dev
     if sdpa:
         use_sdpa_attention(model)
     checkpoint_encoder_blocks(model, ckpt)
+    if cfg.precision != "fp32":
+        keep_norms_float32(model.image_encoder)  # mean and variance over the channels in float32
     counts = set_trainable(model, tuple(cfg.freeze))
     return model, counts, {"sdpa": sdpa, "checkpoint": ckpt}
 
@@ -272,6 +300,8 @@ def train(
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range
+    scaler = torch.amp.GradScaler(dev.type) if cfg.precision == "fp16" else None
     steps_per_epoch = cfg.steps_per_epoch or max(1, n // cfg.batch_clips)
     total = steps_per_epoch * cfg.epochs
     step, best, history = 0, -1.0, []
@@ -280,14 +310,17 @@ def train(
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         step, best, history = int(state["step"]), float(state["best"]), list(json.loads(state["history"]))
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         if "rng" in state:
             set_rng_state(state["rng"])
         else:  # written before every generator was kept
             torch.set_rng_state(state["torch_rng"])
         log(f"resumed from {resume} at step {step}/{total} (best val mIoU {best:.4f})")
     micro = f" in micro-batches of {cfg.micro_clips}" if cfg.micro_clips < cfg.batch_clips else ""
+    precision = f", image encoder in {cfg.precision} autocast" if cfg.precision != "fp32" else ""
     log(f"training {model_config.name} ({cfg.fusion_variant}) on {n} clips: {cfg.epochs} epoch(s) x {steps_per_epoch} steps, "
-        f"batch {cfg.batch_clips} clips{micro}; trainable: " + ", ".join(f"{g} {c / 1e6:.2f}M" for g, c in counts.items()))
+        f"batch {cfg.batch_clips} clips{micro}{precision}; trainable: " + ", ".join(f"{g} {c / 1e6:.2f}M" for g, c in counts.items()))
     if estimate is not None:
         log(f"memory: about {estimate} on {dev}")
 
@@ -312,10 +345,8 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, total, cfg)
                 opt.zero_grad(set_to_none=True)
-                loss = accumulate_gradients(model, next(batches), cfg, dev)
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
+                loss = accumulate_gradients(model, next(batches), cfg, dev, scaler)
+                optimizer_step(opt, params, cfg, scaler)
                 epoch_sum += loss
                 window_sum += loss
                 window_n += 1
@@ -346,7 +377,7 @@ def train(
                     meta["val"] = json.dumps(val["all"])
                 # the weights do not depend on the variant; the metadata names it for avs-eval
                 best_path = write_best(model, state, out, meta)
-            write_last(state, opt, out, step=step, best=best, history=history, rng=rng_state())
+            write_last(state, opt, out, step=step, best=best, history=history, rng=rng_state(), scaler=scaler)
             del state
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")

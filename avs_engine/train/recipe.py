@@ -20,6 +20,7 @@ from ..config import ModelConfig, resolve
 from ..errors import ConfigError
 
 FREEZABLE = ("image_encoder", "audio", "adapters", "fusion", "mask_decoder")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class TrainConfig:
     checkpoint_blocks: bool | None = None
     sdpa_attention: bool | None = None
     log_every: int = 20  # steps between loss read-outs (each one waits for the device)
+    # The image encoder's compute precision: "fp32" (IEEE), or "bf16"/"fp16" autocast over float32
+    # weights (its LayerNorms, the other stages and the loss float32; fp16 scales the loss).
+    precision: str = "fp32"
     # Input pipeline (train/input_pipeline.py): threads building the next batches while the model
     # runs (0: the main thread, between steps), and how many batches they may build ahead.
     workers: int = 1
@@ -73,6 +77,8 @@ class TrainConfig:
         if not 0 <= self.micro_batch_clips <= self.batch_clips:
             raise ConfigError(f"{source}: micro_batch_clips must be 0 (the whole batch) up to batch_clips "
                               f"({self.batch_clips}), got {self.micro_batch_clips}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{source}: precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.workers < 0:
             raise ConfigError(f"{source}: workers must be >= 0 (0: batches built between steps), got {self.workers}")
         if self.prefetch_batches < 1:
