@@ -13,6 +13,11 @@
 
 In a dry run the same code runs on the CPU with the ``tiny`` preset (checkpointing forced on) at the
 dry-run clip length; its numbers only show that the code runs.
+
+The section runs last and stops at the time budget like the others. Building vit_h on the CPU takes
+a while (twice: the training model and the inference reference), so to run it alone::
+
+    python -m benchmarks.gpu_check --skip build check stbava global_attn stage e2e paths --time-budget 600
 """
 
 from __future__ import annotations
