@@ -2,8 +2,8 @@
 
 The training loop asks for the batches of its steps in order. With ``workers >= 1`` a background
 thread (:class:`BatchPrefetcher`) walks the same index lists and builds each batch ahead of the step
-that needs it, at most ``depth`` batches ahead (a bounded queue, so host memory stays at ``depth``
-batches); with ``workers > 1`` the videos of a batch are decoded on that many threads. With
+that needs it, at most ``depth`` batches ahead (a bounded queue: host memory holds the step's
+batch, ``depth`` queued ones and the one being built); with ``workers > 1`` the videos of a batch are decoded on that many threads. With
 ``workers = 0`` the main thread builds each batch between steps, as before.
 
 Each video is read once per step: :func:`sample_arrays` asks the split for its frames, log-mel and
