@@ -13,6 +13,7 @@ follow the manifest)::
     DIR/manifest.json
     DIR/fp32/{audio,image_encoder,fusion,mask_decoder}.onnx   (+ .onnx.data for big graphs)
     DIR/fp16/...
+    DIR/int8/...   (stages whose INT8 graph missed the bar list their fp32/ file in the int8 set)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .spec import STAGE_ORDER, STAGES, StageSpec
 
 FORMAT = "avs-engine-onnx/1"
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -70,6 +71,14 @@ class GraphEntry:
     external_data: list[FileEntry] = field(default_factory=list)
     io: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     float32_islands: list[str] = field(default_factory=list)  # op types kept in float32 (fp16 graphs)
+    # int8 graphs: what the stage computes in ("computes": int8 or fp32), what was quantized, what
+    # stayed float32 and why, and the export-time check against the FP32 graph
+    quantization: dict[str, Any] | None = None
+
+    @property
+    def computes(self) -> str:
+        """The precision this stage really runs in (an int8 set's stage may have stayed fp32)."""
+        return (self.quantization or {}).get("computes", self.precision)
 
     def files(self) -> list[FileEntry]:
         return [self.onnx, *self.external_data]
@@ -135,6 +144,10 @@ class Manifest(ManifestFile):
         except KeyError:
             raise BackendError(f"{self.path}: no {precision} graph for stage '{stage}'") from None
 
+    def stage_precisions(self, precision: str) -> dict[str, str]:
+        """stage -> what it computes in, for the graph set ``precision``."""
+        return {s: self.graph(precision, s).computes for s in STAGE_ORDER}
+
     def graph_path(self, precision: str, stage: str) -> Path:
         return (self.root or Path(".")) / self.graph(precision, stage).onnx.file
 
@@ -153,6 +166,7 @@ class Manifest(ManifestFile):
                         external_data=[FileEntry(**f) for f in g.get("external_data", [])],
                         io=g["io"],
                         float32_islands=list(g.get("float32_islands", [])),
+                        quantization=g.get("quantization"),
                     )
                     for stage, g in by_stage.items()
                 }

@@ -45,6 +45,29 @@ def cpu_encoder_batch(config, budget_bytes: int = CPU_ENCODER_BUDGET_BYTES) -> i
     return max(1, budget_bytes // per_frame)
 
 
+def _mixed(stage_precisions: dict[str, str], precision: str) -> str:
+    """`` (int8: image_encoder, fusion; fp32: audio)`` when some stages of the set compute in another precision."""
+    if all(p == precision for p in stage_precisions.values()):
+        return ""
+    by: dict[str, list[str]] = {}
+    for stage, p in stage_precisions.items():
+        by.setdefault(p, []).append(stage)
+    return " (" + "; ".join(f"{p}: {', '.join(stages)}" for p, stages in sorted(by.items(), key=lambda kv: kv[0] != precision)) + ")"
+
+
+def _in_words(entry) -> str:
+    """What one graph computes in, for result.json: ``int8 (dynamic; MatMul 72 quantized; ...)``."""
+    q = entry.quantization
+    if entry.precision == "fp16":
+        return f"float16 with float32 islands ({', '.join(entry.float32_islands)})"
+    if not q:
+        return "float32"
+    if q.get("computes") != "int8":
+        return f"float32 ({q.get('reason', 'kept')})"
+    quantized = ", ".join(f"{k} {v}" for k, v in q.get("quantized", {}).items())
+    return f"int8 ({q.get('plan', {}).get('method', '?')}; {quantized} quantized, per-channel int8 weights; the rest float32)"
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
@@ -61,8 +84,9 @@ class OnnxRuntimeRunner(Runner):
     ) -> None:
         """``engine_dir``: a folder written by ``avs-export onnx``.
         ``providers``: execution providers in order of preference (full names or
-        ``cpu``/``cuda``/``tensorrt``); default CPU. ``precision``: ``fp32`` or
-        ``fp16``; default fp32 on CPU, fp16 (when exported) on a GPU provider.
+        ``cpu``/``cuda``/``tensorrt``); default CPU. ``precision``: ``fp32``, ``fp16`` or
+        ``int8`` (CPU only; stages whose INT8 graph missed the export check run FP32);
+        default fp32 on CPU, fp16 (when exported) on a GPU provider.
         ``check_hashes``: verify every file's sha256 against the manifest.
         ``threads``: intra-op threads (default: ONNX Runtime's choice).
         ``encoder_batch``: frames per image-encoder call (frames are independent);
@@ -117,6 +141,11 @@ class OnnxRuntimeRunner(Runner):
         if self.encoder_batch is None:
             self.encoder_batch = cpu_encoder_batch(config) if self.device_type == "cpu" else 1 << 30
         precision = self.precision or ("fp32" if self.device_type == "cpu" or "fp16" not in manifest.precisions else "fp16")
+        if precision == "int8" and self.device_type != "cpu":
+            # the integer kernels (MatMulInteger, DynamicQuantizeLinear) are CPU kernels: on a GPU provider
+            # ONNX Runtime would run them on the CPU between copies
+            raise BackendError(f"precision int8 runs on ONNX Runtime's CPU provider, not {self.providers[0]} "
+                               "(use fp16 graphs on a GPU)")
         manifest.graph(precision, STAGE_ORDER[0])  # a clear error when that precision was not exported
 
         options = ort.SessionOptions()
@@ -140,7 +169,9 @@ class OnnxRuntimeRunner(Runner):
             sessions[stage] = sess
         self.manifest, self.sessions, self.precision_used = manifest, sessions, precision
         self.config = config
-        self.description = f"onnxruntime {ort.__version__} {self.providers[0]} {precision}"
+        computes = manifest.stage_precisions(precision)  # an int8 set may run some stages fp32
+        self.stage_precision = {s: _in_words(manifest.graph(precision, s)) for s in STAGE_ORDER}
+        self.description = f"onnxruntime {ort.__version__} {self.providers[0]} {precision}" + _mixed(computes, precision)
         self._ort = ort
 
     def _check_providers(self, sess, path: Path) -> None:

@@ -17,16 +17,17 @@ from ..errors import ConfigError
 from .proc import child_env, cli_command
 
 REFERENCE = "torch:float32"
-PRECISIONS = ("float32", "float16", "bfloat16")
+PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 _DEFAULT_PRECISION = {"torch": "float32", "onnxruntime": "float32", "tensorrt": "float16"}
 # The command line's precision names (the same on every command) -> the labels reports use.
-_PRECISION_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_PRECISION_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # int8 keeps its name
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row of the report, written ``backend[:precision][+fused]``; precision ``fp32``, ``fp16`` or
-    ``bf16`` (``float32``, ``float16``, ``bfloat16`` too; reports label rows with the latter).
+    """One row of the report, written ``backend[:precision][+fused]``; precision ``fp32``, ``fp16``,
+    ``bf16`` (``float32``, ``float16``, ``bfloat16`` too; reports label rows with the latter) or ``int8``
+    (onnxruntime: the INT8 graph set, whose stages that missed the export check run float32).
 
     ``+fused`` (torch only): the exact-algebra ST-BAVA blocks, and on CUDA the
     fused kernels (``TorchRunner(fused=True)``).
@@ -52,11 +53,13 @@ class RowSpec:
             raise ConfigError(f"'{text}': '+fused' applies to the torch backend only")
         precision = _PRECISION_NAMES.get(precision, precision) or _DEFAULT_PRECISION[name]
         if precision not in PRECISIONS:
-            raise ConfigError(f"precision '{precision}' in '{text}': choose from fp32, fp16, bf16")
+            raise ConfigError(f"precision '{precision}' in '{text}': choose from fp32, fp16, bf16, int8")
+        if precision == "int8" and name != "onnxruntime":
+            raise ConfigError(f"precision 'int8' in '{text}': INT8 ONNX graphs run on the onnxruntime backend only")
         return cls(name, precision, bool(plus))
 
 
-_ONNX_PRECISION = {"float32": "fp32", "float16": "fp16"}
+_ONNX_PRECISION = {"float32": "fp32", "float16": "fp16", "int8": "int8"}
 
 
 def _export_graphs(s, workdir: Path, say) -> Path | str:
@@ -69,7 +72,7 @@ def _export_graphs(s, workdir: Path, say) -> Path | str:
     if (out / "manifest.json").exists():
         return out
     wanted = {_ONNX_PRECISION[r.precision] for r in s.rows if r.backend == "onnxruntime" and r.precision in _ONNX_PRECISION}
-    precision = "both" if len(wanted) == 2 else wanted.pop()
+    precision = ",".join(p for p in ("fp32", "fp16", "int8") if p in wanted)
     source = ["--weights", str(s.weights)] if s.weights else ["--config", s.preset, "--seed", "0"]
     cmd = cli_command("avs_engine.cli.export", "avs-export", "onnx", *source, "--out", str(out),
                       "--precision", precision, "--no-verify")
@@ -102,7 +105,7 @@ def make_runner(spec: RowSpec, s, workdir: Path, say):
         if reason != "ok":
             return reason if reason.startswith("not available") else f"not available: {reason}"
         if spec.backend == "onnxruntime" and spec.precision not in _ONNX_PRECISION:
-            return f"not available: ONNX graphs are exported in float32 and float16, not {spec.precision}"
+            return f"not available: ONNX graphs are exported in float32, float16 and int8, not {spec.precision}"
         engine_dir = s.engine_dir
         if engine_dir is None and spec.backend == "onnxruntime" and s.export_missing:
             engine_dir = _export_graphs(s, workdir, say)

@@ -46,9 +46,9 @@ def _command(params: dict) -> str:
 @clip_seconds_option("Clip length T in seconds (frames per clip).")
 @alias("--T", to="clip_seconds", type=CLIP_SECONDS, help="Old spelling of -T/--clip-seconds.")
 @click.option("--backends", default="torch:fp32,onnxruntime", show_default=True,
-              help="Comma-separated rows, backend[:precision][+fused] with precision fp32, fp16 or bf16: torch:fp32, "
+              help="Comma-separated rows, backend[:precision][+fused] with precision fp32, fp16, bf16 or int8: torch:fp32, "
                    "torch:bf16, torch:fp16, torch:fp32+fused (the exact-algebra blocks; on CUDA the fused kernels), "
-                   "onnxruntime[:fp32|fp16], tensorrt. torch:fp32 (the reference) is always measured, first.")
+                   "onnxruntime[:fp32|fp16|int8], tensorrt. torch:fp32 (the reference) is always measured, first.")
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Measured runs per row (median and p90 over these).")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Warm-up runs per row, reported apart.")
 @device_option("Where to compute: cpu, cuda or cuda:N (torch and onnxruntime rows, and the matmul peak).")

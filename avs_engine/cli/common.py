@@ -147,6 +147,9 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
         raise BackendError(f"--tf32 sets how the torch backend multiplies in float32 on CUDA; {where}")
     if cuda_graph and b != "tensorrt":
         raise BackendError(f"--cuda-graph needs the tensorrt backend (it replays the TensorRT engines as one CUDA graph); {where}")
+    if precision == "int8" and b != "onnxruntime":
+        raise BackendError(f"--precision int8 needs the onnxruntime backend on the CPU (INT8 ONNX graphs from avs-export onnx "
+                           f"--precision int8, run with --engine-dir DIR); {where}")
     if precision == "bf16" and b != "torch":
         raise BackendError(f"--precision bf16 needs the torch backend (ONNX graphs and TensorRT engines are fp32 or fp16); {where}{hint}")
     if precision is not None and b == "tensorrt" and choice.engine_precision and precision != choice.engine_precision:

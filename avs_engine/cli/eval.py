@@ -26,8 +26,8 @@ def _fmt(x) -> str:
 @backend_option("Which backend runs the model. Default: what the model options imply (--engine-dir: its manifest; "
                    "--weights: torch; no model option: the bundled demo model on onnxruntime).")
 @device_option("Where to compute: cpu, cuda or cuda:N.  [default: cpu; tensorrt: cuda]", default=None)
-@precision_option("fp32, fp16 or bf16 (torch: the model's dtype; onnxruntime: which exported graphs; tensorrt: the engines' own).  "
-                  "[default: fp32; tensorrt the engines' own]")
+@precision_option("fp32, fp16, bf16 or int8 (torch: the model's dtype; onnxruntime: which exported graphs, int8 on the CPU; "
+                  "tensorrt: the engines' own).  [default: fp32; tensorrt the engines' own]", choices=("fp32", "fp16", "bf16", "int8"))
 @alias("--dtype", to="precision", type=click.Choice(["float32", "float16", "bfloat16"]), convert=PRECISION_ALIASES.get,
        help="Old spelling of --precision (float32, float16, bfloat16).")
 @click.option("--generated", "generated", type=click.IntRange(0), default=0, help="Score N generated clips of the held-out test seed range (e.g. 300).")

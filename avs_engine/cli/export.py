@@ -19,7 +19,7 @@ def main():
     """Export ST-BAVA for deployment.
 
     \b
-    avs-export onnx   the four ONNX graphs (FP32 and/or FP16) + manifest + parity report
+    avs-export onnx   the four ONNX graphs (FP32, FP16 and/or INT8) + manifest + parity report
     avs-export build  FP16 TensorRT engines from those graphs (needs TensorRT and a GPU)
     avs-export check  ONNX Runtime vs the TensorRT engines, per graph and by mask IoU
     """
@@ -32,24 +32,34 @@ def main():
 @click.option("--allow-missing-fusion", is_flag=True, help="Accept SAMA-AVS/SAM checkpoints; the missing parts keep a random init.")
 @click.option("--seed", type=int, default=None, help="Random weights with this seed instead of --weights (tests and benchmarks only).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the graphs and manifest.json.")
-@precision_option("Which graphs to write, comma-separated: fp32, fp16 (float16 with float32 islands) or both.",
-                  default="fp32,fp16", choices=("fp32", "fp16"), multiple=True, legacy={"both": "fp32,fp16"})
+@precision_option("Which graphs to write, comma-separated: fp32, fp16 (float16 with float32 islands), int8 (for CPUs: "
+                  "int8 weight products where they pass the check against fp32, fp32 elsewhere) or both (fp32,fp16).",
+                  default="fp32,fp16", choices=("fp32", "fp16", "int8"), multiple=True, legacy={"both": "fp32,fp16"})
 @click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Measure parity against PyTorch on ONNX Runtime CPU and print the report.")
 @clip_seconds_option("Clip length T of the parity check.", default=2)
 @alias("--verify-frames", to="clip_seconds", type=CLIP_SECONDS, help="Old spelling of -T/--clip-seconds.")
 @threads_option()
 @version_option()
+@click.option("--int8-clips", type=click.IntRange(1), default=2, show_default=True,
+              help="int8: generated clips (of -T seconds) on which each INT8 graph is checked against its FP32 graph.")
+@click.option("--int8-min-iou", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="int8: a graph ships in INT8 only if the chain with it swapped in keeps a median per-frame mask IoU "
+                   "against FP32 of at least this; otherwise its stage stays FP32 (the manifest says so).")
 @click.option("--fp16-reference", type=click.Choice(["auto", "half", "rounded"]), default="auto", show_default=True,
               help="PyTorch fp16 yardstick: the model in float16, or float32 kernels with float16 rounding (fast on CPU).")
-def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision, opset, verify, clip_seconds, threads, fp16_reference):
+def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision, opset, verify, clip_seconds, threads, int8_clips,
+             int8_min_iou, fp16_reference):
     """Export the four graphs (audio, image_encoder, fusion, mask_decoder) to ONNX.
 
-    Writes OUT/fp32/*.onnx and/or OUT/fp16/*.onnx (float16 with float32
-    islands) with the clip length T dynamic, and OUT/manifest.json (config,
-    checkpoint hash, graph hashes, I/O, precision, opset, tool versions), then,
-    with --verify, prints each graph's error against PyTorch and the whole
-    chain's mask IoU. Exit code 2 for bad input, 1 when parity fails.
+    Writes OUT/fp32/*.onnx, OUT/fp16/*.onnx (float16 with float32 islands)
+    and/or OUT/int8/*.onnx with the clip length T dynamic, and OUT/manifest.json
+    (config, checkpoint hash, graph hashes, I/O, precision, opset, tool
+    versions), then, with --verify, prints each graph's error against PyTorch
+    and the whole chain's mask IoU. INT8 graphs are checked against the FP32
+    graphs on generated clips, one line per stage; a stage whose INT8 graph
+    misses --int8-min-iou runs FP32 in the int8 set. Exit code 2 for bad input,
+    1 when parity fails.
     """
     try:
         from ..export.onnx_export import check_options, export_onnx
@@ -64,7 +74,7 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
         click.echo(f"model: {model.config.name} ({checkpoint.get('summary', '')}) -> {out}")
         result = export_onnx(model, out, precision=precision, opset=opset, checkpoint=checkpoint, verify=verify,
                              verify_frames=clip_seconds, fp16_reference=fp16_reference, progress=click.echo,
-                             threads=threads)
+                             threads=threads, int8_clips=int8_clips, int8_min_iou=int8_min_iou)
     except ModuleNotFoundError as e:
         echo_err(f"avs-export onnx needs {e.name}: pip install 'avs-engine[export]'")
         sys.exit(2)
@@ -82,11 +92,14 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
 
 
 def export_precision(precision) -> str:
-    """``--precision`` of avs-export onnx (a tuple of fp32/fp16, or the old ``both``) -> what export_onnx takes."""
+    """``--precision`` of avs-export onnx (a tuple of fp32/fp16/int8, or the old ``both``) -> what export_onnx
+    takes: ``both`` for fp32+fp16 (as before), else the comma-separated set."""
     wanted = set()
     for p in (precision if isinstance(precision, tuple) else (precision,)):
         wanted |= {"fp32", "fp16"} if p == "both" else {p}
-    return "both" if wanted == {"fp32", "fp16"} else wanted.pop()
+    if wanted == {"fp32", "fp16"}:
+        return "both"
+    return ",".join(p for p in ("fp32", "fp16", "int8") if p in wanted)
 
 
 def load_model(config, weights, vggish, allow_missing_fusion, seed):

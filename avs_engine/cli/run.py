@@ -56,9 +56,10 @@ class _SigtermAsInterrupt:
                    "--weights: torch; no model option: the bundled demo model on onnxruntime).")
 @device_option("Where to compute: cpu, cuda or cuda:N (tensorrt always runs on a GPU; cuda:N picks which).  [default: cpu; tensorrt: cuda]",
                default=None)
-@precision_option("fp32, fp16 or bf16. torch: the model's dtype; onnxruntime: which exported graphs run (fp32 or fp16); "
+@precision_option("fp32, fp16, bf16 or int8. torch: the model's dtype; onnxruntime: which exported graphs run (fp32, fp16, "
+                  "or int8 on the CPU: graphs from avs-export onnx --precision int8, result.json says which stages run int8); "
                   "tensorrt: must be what the engines were built in.  [default: torch fp32; onnxruntime fp32 on CPU, fp16 on a GPU; "
-                  "tensorrt the engines' own]")
+                  "tensorrt the engines' own]", choices=("fp32", "fp16", "bf16", "int8"))
 @alias("--dtype", to="precision", type=click.Choice(["float32", "float16", "bfloat16"]), convert=PRECISION_ALIASES.get,
        help="Old spelling of --precision (float32, float16, bfloat16).")
 @click.option("--fused", is_flag=True, help="torch backend: exact fused ST-BAVA block and folded decoder attention; on CUDA with compute "

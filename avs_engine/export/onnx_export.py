@@ -1,4 +1,4 @@
-"""Export the four graphs (docs/graphs.md) to ONNX (FP32, FP16) with a manifest.
+"""Export the four graphs (docs/graphs.md) to ONNX (FP32, FP16, INT8) with a manifest.
 
 One entry point, :func:`export_onnx`; ``avs-export onnx`` is a thin shell over it.
 Graph input/output names and symbolic shapes come from :mod:`avs_engine.artifacts.spec`;
@@ -38,7 +38,7 @@ MAX_OPSET = 23  # newest checked here (ONNX Runtime CPU runs it; 23 turns SDPA i
 EXAMPLE_T = 2  # trace length: not 1, or the exporter may specialise T to 1
 MAX_T = 64
 EXTERNAL_DATA_BYTES = 1 << 30  # protobuf caps a file at 2 GB; stay well clear
-PRECISION_CHOICES = {"fp32": ("fp32",), "fp16": ("fp16",), "both": ("fp32", "fp16")}
+PRECISION_CHOICES = {"fp32": ("fp32",), "fp16": ("fp16",), "int8": ("int8",), "both": ("fp32", "fp16")}
 
 Progress = Callable[[str], None]
 
@@ -204,10 +204,20 @@ def _entry(root: Path, stage: str, precision: str, files: list[Path], islands: I
     )
 
 
-def check_options(precision: str, opset: int) -> None:
+def precision_set(precision: str | Iterable[str]) -> tuple[str, ...]:
+    """``"both"``, ``"fp32,int8"``, ``("fp16", "int8")``... -> the graph sets to write, in fp32/fp16/int8 order."""
+    parts = precision.split(",") if isinstance(precision, str) else list(precision)
+    wanted: set[str] = set()
+    for p in (x.strip() for x in parts):
+        if p not in PRECISION_CHOICES:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got '{p}'")
+        wanted |= set(PRECISION_CHOICES[p])
+    return tuple(p for p in ("fp32", "fp16", "int8") if p in wanted)
+
+
+def check_options(precision: str | Iterable[str], opset: int) -> None:
     """Raise :class:`ConfigError` for an unknown precision or an opset outside what we export and test."""
-    if precision not in PRECISION_CHOICES:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got '{precision}'")
+    precision_set(precision)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
 
@@ -216,7 +226,7 @@ def export_onnx(
     model: STBAVA,
     out_dir: str | Path,
     *,
-    precision: str = "both",
+    precision: str | Iterable[str] = "both",
     opset: int = DEFAULT_OPSET,
     checkpoint: dict[str, Any] | None = None,
     external_data: bool | None = None,
@@ -225,8 +235,11 @@ def export_onnx(
     fp16_reference: str = "auto",
     progress: Progress = lambda msg: None,
     threads: int | None = None,
+    int8_clips: int | None = None,
+    int8_min_iou: float | None = None,
 ) -> ExportResult:
-    """Write the four graphs (``precision``: fp32, fp16 or both) and ``manifest.json`` to ``out_dir``.
+    """Write the four graphs (``precision``: fp32, fp16, int8, both, or a comma-separated mix) and
+    ``manifest.json`` to ``out_dir``.
 
     ``model``: the reference model with its weights (put in eval mode);
     ``checkpoint``: what the weights came from (file names and sha256), for the manifest;
@@ -234,15 +247,18 @@ def export_onnx(
     ``verify``: measure parity against ``model`` on a clip of ``verify_frames`` frames
     (:func:`avs_engine.checks.onnx_parity.parity_report`) and store the report in the manifest. ``progress`` receives one line per step.
     ``threads``: ONNX Runtime's intra-op threads for the check (default: its own).
+    ``int8_clips``, ``int8_min_iou``: the INT8 graphs' check against FP32 (:mod:`avs_engine.export.int8_export`):
+    generated clips of ``verify_frames`` seconds, and the median mask IoU a graph needs to ship in INT8.
     """
     check_options(precision, opset)
-    precisions = PRECISION_CHOICES[precision]
+    precisions = precision_set(precision)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     config = model.config
     modules = graph_modules(model)
     graphs: dict[str, dict[str, GraphEntry]] = {p: {} for p in precisions}
+    fp32_files: dict[str, list[Path]] = {}
 
     n = len(STAGE_ORDER)
     for i, stage in enumerate(STAGE_ORDER, 1):
@@ -257,11 +273,26 @@ def export_onnx(
             msg += f", fp16 {_size(fp16_files)} in {time.perf_counter() - t1:.1f} s"
         if "fp32" in precisions:
             graphs["fp32"][stage] = _entry(out, stage, "fp32", files)
-        else:
-            for f in files:
-                f.unlink()
+        fp32_files[stage] = files
         progress(msg)
+    if "int8" in precisions:
+        from .int8_export import DEFAULT_CLIPS, DEFAULT_MIN_IOU, build_int8
+
+        int8_files, records = build_int8(
+            out, {s: f[0] for s, f in fp32_files.items()}, config, clips=int8_clips or DEFAULT_CLIPS, T=verify_frames,
+            min_iou=DEFAULT_MIN_IOU if int8_min_iou is None else int8_min_iou, threads=threads, progress=progress)
+        for stage in STAGE_ORDER:
+            f = int8_files[stage]
+            entry = _entry(out, stage, "int8", fp32_files[stage] if f == fp32_files[stage][0] else [f, *external_data_files(f)])
+            entry.quantization = records[stage]
+            graphs["int8"][stage] = entry
     if "fp32" not in precisions:
+        # FP32 graphs that the int8 set runs (stages that stayed fp32) stay on disk, listed under int8 only.
+        needed = {g.onnx.file for g in graphs.get("int8", {}).values()}
+        for files in fp32_files.values():
+            if files[0].relative_to(out).as_posix() not in needed:
+                for f in files:
+                    f.unlink()
         with contextlib.suppress(OSError):
             (out / "fp32").rmdir()
 
@@ -279,10 +310,13 @@ def export_onnx(
     if verify:
         from ..checks.onnx_parity import parity_report
 
-        progress(f"verifying against PyTorch on ONNX Runtime CPU (T={verify_frames}) ...")
-        report = parity_report(model, out, T=verify_frames, fp16_reference=fp16_reference, threads=threads)
-        manifest.parity = report.to_dict()
-        manifest.write(out)
+        # int8 graphs were checked against the FP32 graphs above (a bar of mask agreement, not float parity)
+        checked = [p for p in manifest.precisions if p != "int8"]
+        if checked:
+            progress(f"verifying against PyTorch on ONNX Runtime CPU (T={verify_frames}) ...")
+            report = parity_report(model, out, T=verify_frames, precisions=checked, fp16_reference=fp16_reference, threads=threads)
+            manifest.parity = report.to_dict()
+            manifest.write(out)
     return ExportResult(out_dir=out, manifest=manifest, report=report)
 
 

@@ -107,7 +107,7 @@ def test_both_spellings_with_different_values_is_a_usage_error():
     assert _params("avs-bench", ["--T", "3", "-T", "3"])["clip_seconds"] == 3
 
 
-@pytest.mark.parametrize("bad", [["--device", "gpu"], ["--precision", "int8"], ["--threads", "-1"], ["-T", "0"]])
+@pytest.mark.parametrize("bad", [["--device", "gpu"], ["--precision", "int4"], ["--threads", "-1"], ["-T", "0"]])
 def test_bad_values_are_usage_errors(bad):
     r = CliRunner().invoke(COMMANDS["avs-run"], ["v.mp4", *bad])
     assert r.exit_code == 2 and "Invalid value" in r.output

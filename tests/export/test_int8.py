@@ -1,0 +1,130 @@
+"""INT8 graphs: avs-export onnx --precision int8 on the bundled demo model (trained weights), the manifest's
+record of what was quantized, the fall-back to FP32 when a graph misses the bar, and the INT8 chain against FP32."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from avs_engine.artifacts.graph_manifest import read_manifest
+from avs_engine.artifacts.spec import STAGE_ORDER
+from avs_engine.models import DEMO_GRAPHS, DEMO_WEIGHTS
+
+
+INTEGER_OPS = {"MatMulNBits", "MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ConvInteger"}
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    """The demo model exported as fp32 + int8 by the real command (checked on 2 generated clips of 2 s)."""
+    from tests.int8_graphs import demo_int8
+
+    return demo_int8(tmp_path_factory.getbasetemp())
+
+
+def test_export_writes_int8_graphs_and_says_what_was_quantized(int8_export):
+    out, output = int8_export
+    m = read_manifest(out)  # every listed file present with its sha256
+    assert m.precisions == ["fp32", "int8"]
+    lines = [ln for ln in output.splitlines() if " int8 " in ln and ln.startswith("[")]
+    assert len(lines) == len(STAGE_ORDER)  # one line per stage
+    computes = m.stage_precisions("int8")
+    assert computes["image_encoder"] == "int8" and computes["audio"] == "fp32"
+    for stage in STAGE_ORDER:
+        q = m.graph("int8", stage).quantization
+        assert q["computes"] in ("int8", "fp32") and q["reason"]
+        assert "quantized" in q and "kept_fp32" in q and "plan" in q
+        path = m.graph_path("int8", stage)
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        if q["computes"] == "int8":
+            assert path.parent.name == "int8" and ops & INTEGER_OPS
+            assert q["quantized"]["MatMul"] > 0
+            # the attention's activation x activation products stay float32
+            assert any("activation x activation" in k for k in q["kept_fp32"])
+            assert q["check"]["iou_median"] >= q["check"]["min_iou"]
+        else:
+            assert path == m.graph_path("fp32", stage) and not ops & INTEGER_OPS
+
+
+def test_int8_chain_agrees_with_fp32_on_fresh_clips(int8_export):
+    """Fresh generated clips (not the export check's): logits rel L2 <= 0.05, per-frame mask IoU median >= 0.98."""
+    from avs_engine.backends.onnxruntime_backend import OnnxRuntimeRunner
+    from avs_engine.checks.compare import mask_iou, rel_l2
+    from avs_engine.data import prepared_generated
+    from avs_engine.io.postprocess import logits_to_masks
+
+    out, _ = int8_export
+    data = prepared_generated("val", 3, 128, None, 5)
+    with OnnxRuntimeRunner(out, precision="fp32", threads=1) as r32, OnnxRuntimeRunner(out, precision="int8", threads=1) as r8:
+        assert "int8" in r8.description and r8.stage_precision["image_encoder"].startswith("int8")
+        ious, errs = [], []
+        for i in range(1, 3):  # clips 1 and 2 of the validation range; the export checked clips 0 and 1 at T=2
+            image, mel = data.image_input(i), data.log_mel_input(i)
+            a, b = r32.run_clip(image, mel), r8.run_clip(image, mel)
+            errs.append(rel_l2(b, a))
+            ious.append(mask_iou(logits_to_masks(b, (224, 224), mid=128), logits_to_masks(a, (224, 224), mid=128)))
+    assert max(errs) <= 0.05, errs
+    assert np.median(np.concatenate(ious)) >= 0.98
+
+
+def test_a_graph_that_misses_the_bar_ships_fp32(tmp_path):
+    """An impossible bar (IoU median >= 1.01): every stage stays FP32 and says why; no int8 folder is left."""
+    from avs_engine.artifacts.graph_manifest import read_manifest as read
+    from avs_engine.export.int8_export import build_int8
+
+    m = read(DEMO_GRAPHS, check_hashes=False)
+    fp32 = {}
+    for s in STAGE_ORDER:
+        dst = tmp_path / "fp32" / f"{s}.onnx"
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copy(m.graph_path("fp32", s), dst)
+        fp32[s] = dst
+    lines: list[str] = []
+    files, records = build_int8(tmp_path, fp32, m.model_config(), clips=1, T=2, min_iou=1.01, threads=1, progress=lines.append)
+    assert files == fp32
+    assert all(r["computes"] == "fp32" for r in records.values())
+    assert "missed the bar" in records["image_encoder"]["reason"] and "check" in records["image_encoder"]
+    assert not (tmp_path / "int8").exists()
+    assert sum("stays fp32" in ln for ln in lines) == len(STAGE_ORDER)
+
+
+def test_int8_only_export_keeps_just_the_fp32_graphs_it_runs(tmp_path):
+    """--precision int8 alone: the stages that stay fp32 keep their fp32 file (listed under int8 only), the others are removed."""
+    from avs_engine.export.onnx_export import export_onnx
+    from avs_engine.reference.checkpoint import load_bundle
+
+    model, _ = load_bundle(DEMO_WEIGHTS)
+    res = export_onnx(model, tmp_path / "g", precision="int8", verify_frames=2, int8_clips=1, threads=1)
+    m = read_manifest(tmp_path / "g")
+    assert m.precisions == ["int8"]
+    kept = sorted(p.name for p in (tmp_path / "g" / "fp32").glob("*.onnx"))
+    assert kept == sorted(f"{s}.onnx" for s, p in m.stage_precisions("int8").items() if p == "fp32")
+    assert res.report is None  # nothing to compare with PyTorch besides the int8 check
+
+
+def test_precision_set_parses_mixes():
+    from avs_engine.errors import ConfigError
+    from avs_engine.export.onnx_export import precision_set
+
+    assert precision_set("both") == ("fp32", "fp16")
+    assert precision_set("int8,fp32") == ("fp32", "int8")
+    assert precision_set(("fp16", "int8", "fp32")) == ("fp32", "fp16", "int8")
+    with pytest.raises(ConfigError):
+        precision_set("int4")
+
+
+def test_select_nodes_follows_the_plan():
+    from avs_engine.export.int8 import Int8Plan, select_nodes
+
+    m = onnx.load(str(Path(DEMO_GRAPHS) / "fp32" / "mask_decoder.onnx"))
+    weights = select_nodes(m, Int8Plan("dynamic", ("MatMul",)))
+    everything = select_nodes(m, Int8Plan("dynamic", ("MatMul",), weights_only=False))
+    no_head = select_nodes(m, Int8Plan("static", ("MatMul", "Gemm"), exclude_scopes=("mask_decoder.output_hypernetworks_mlps",)))
+    assert 0 < len(weights.quantize) < len(everything.quantize)
+    assert any(k.startswith("Gemm: no dynamic integer kernel") for k in select_nodes(m, Int8Plan("dynamic", ("MatMul", "Gemm"))).kept)
+    assert any("output_hypernetworks_mlps" in k for k in no_head.kept)
+    assert select_nodes(m, Int8Plan("fp32", ())).quantize == []
