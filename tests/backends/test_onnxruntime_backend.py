@@ -72,7 +72,9 @@ def test_provider_and_precision_errors(tiny_engine):
         with pytest.raises(BackendError, match="does not offer CUDAExecutionProvider"):
             create_runner("onnxruntime", engine_dir=tiny_engine, providers="cuda").activate()
     with pytest.raises(BackendError, match="precision"):
-        create_runner("onnxruntime", engine_dir=tiny_engine, precision="int8")
+        create_runner("onnxruntime", engine_dir=tiny_engine, precision="int4")
+    with pytest.raises(BackendError, match="no int8 graphs"):  # fp32 + fp16 exported here
+        create_runner("onnxruntime", engine_dir=tiny_engine, precision="int8").activate()
 
 
 def test_engine_path_imports_no_torch(tiny_engine):
