@@ -103,7 +103,8 @@ def export_precision(precision) -> str:
 
 
 def load_model(config, weights, vggish, allow_missing_fusion, seed):
-    """The float32 reference model and a description of its weights for the manifest."""
+    """The float32 reference model (SAM's own attention code: the graphs are exported from it and
+    checked against it) and a description of its weights for the manifest."""
     from ..backends.torch_backend import TorchRunner
     from ..artifacts.graph_manifest import sha256_file
 
@@ -115,7 +116,7 @@ def load_model(config, weights, vggish, allow_missing_fusion, seed):
         if path is not None and not Path(path).is_file():
             raise CheckpointError(f"{path}: checkpoint file not found")
     runner = TorchRunner(weights=weights, config=config or ("tiny" if seed is not None else None), vggish=vggish,
-                         seed=seed, allow_missing_fusion=allow_missing_fusion).activate()
+                         seed=seed, allow_missing_fusion=allow_missing_fusion, attention="sam").activate()
     if seed is not None:
         return runner.model, {"random_seed": seed, "summary": f"random weights, seed {seed}"}
     files = [{"role": "weights", "file": Path(weights).name, "sha256": sha256_file(weights)}]

@@ -64,7 +64,8 @@ def rel_index(size: int, device: torch.device) -> torch.Tensor:
         with torch.inference_mode(False):  # a cache filled under inference_mode must still serve autograd
             r = torch.arange(size, device=device)
             idx = r[:, None] - r[None, :] + (size - 1)
-        _INDEX[key] = idx
+        if type(idx) is torch.Tensor:  # not a tracer's fake tensor (ONNX export, torch.compile): it would outlive the trace
+            _INDEX[key] = idx
     return idx
 
 
@@ -89,7 +90,8 @@ def key_coords(H: int, W: int, width: int, dtype: torch.dtype, device: torch.dev
             c = torch.zeros(H * W, width, dtype=dtype, device=device)
             c[j, j // W] = 1
             c[j, H + j % W] = 1
-        _COORDS[key] = c
+        if type(c) is torch.Tensor:
+            _COORDS[key] = c
     return c
 
 
