@@ -207,7 +207,7 @@ class TorchRunner(Runner):
             from ..exact.sdpa_attention import use_sdpa_attention
 
             # No [heads, N, N] scores; --fused swaps its kernels in over it. Measured on a 2-core CPU,
-            # one vit_b frame: 1.22x faster than SAM's form, outputs equal to 7e-7 (relative L2).
+            # vit_b (benchmarks/torch_precision.md): 1.43x faster than SAM's form, logits equal to 2e-6.
             use_sdpa_attention(self.model)
         if self.fused:
             from ..exact.folded_decoder import fold_decoder_attention
