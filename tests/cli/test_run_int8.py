@@ -74,14 +74,15 @@ def test_bench_rows_parse_int8():
         RowSpec.parse("torch:int8")
 
 
-def test_bench_measures_an_int8_row(tmp_path):
-    """avs-bench exports the tiny preset's fp32+int8 graphs itself and measures the int8 row
+def test_bench_measures_an_int8_row(tmp_path, demo_int8):
+    """avs-bench measures the int8 row of an fp32+int8 graph folder beside the torch reference
     (in a child process: a clean torch, as a user's run)."""
     import subprocess
     import sys
 
     out = tmp_path / "rep"
-    r = subprocess.run([sys.executable, "-m", "avs_engine.cli.bench", "--config", "tiny", "--backends",
+    r = subprocess.run([sys.executable, "-m", "avs_engine.cli.bench", "--weights", str(DEMO_WEIGHTS), "--engine-dir",
+                        str(demo_int8), "--backends",
                         "torch:fp32,onnxruntime:fp32,onnxruntime:int8", "--runs", "1", "--warmup", "0", "--no-overlay",
                         "--threads", "1", "-T", "2", "--video-size", "160x96", "--out", str(out), "-q"],
                        capture_output=True, text=True, timeout=600)

@@ -92,6 +92,7 @@ def test_a_graph_that_misses_the_bar_ships_fp32(tmp_path):
     assert sum("stays fp32" in ln for ln in lines) == len(STAGE_ORDER)
 
 
+@pytest.mark.slow  # a second export of the demo model (~40 s on 2 cores); the fp32,int8 export above runs by default
 def test_int8_only_export_keeps_just_the_fp32_graphs_it_runs(tmp_path):
     """--precision int8 alone: the stages that stay fp32 keep their fp32 file (listed under int8 only), the others are removed."""
     from avs_engine.export.onnx_export import export_onnx
