@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..artifacts.graph_manifest import PRECISIONS, read_manifest
+from ..artifacts.profiles import CPU_ENCODER_BUDGET_BYTES, cpu_encoder_batch  # noqa: F401 (re-exported)
 from ..artifacts.spec import STAGE_ORDER, STAGES
 from .base import Runner
 from .clocks import StageClock
@@ -28,21 +29,6 @@ PROVIDER_ALIASES = {
     "trt": "TensorrtExecutionProvider",
 }
 _DEVICE_OF = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
-
-
-CPU_ENCODER_BUDGET_BYTES = 2 << 30
-
-
-def cpu_encoder_batch(config, budget_bytes: int = CPU_ENCODER_BUDGET_BYTES) -> int:
-    """Frames per image-encoder call on CPU: as many as fit ``budget_bytes`` of transient memory.
-
-    Per frame, about 5x one global block's float32 scores [heads, N, N] (measured:
-    ONNX Runtime CPU peaks at 3.8 GB of RSS for one ViT-B frame, 7.2 GB for two).
-    vit_b/l/h: 1 frame per call; tiny: every frame in one call (2 threads: 19.6 -> 13.7 ms
-    for 5 frames, measured 2026-11-26)."""
-    n = config.grid * config.grid
-    per_frame = 5 * config.encoder.num_heads * n * n * 4
-    return max(1, budget_bytes // per_frame)
 
 
 def _mixed(stage_precisions: dict[str, str], precision: str) -> str:

@@ -44,7 +44,7 @@ def build_int8(
 ) -> tuple[dict[str, Path], dict[str, dict]]:
     """Write the INT8 graphs under ``out/int8``. Returns (stage -> the graph file the int8 set runs,
     stage -> its ``quantization`` record for the manifest)."""
-    from ..backends.onnxruntime_backend import cpu_encoder_batch
+    from ..artifacts.profiles import cpu_encoder_batch
 
     S, out_size = config.encoder.img_size, config.output_size
     eb = cpu_encoder_batch(config)
