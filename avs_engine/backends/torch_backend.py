@@ -288,8 +288,8 @@ class TorchRunner(Runner):
 
     def _encode(self, image, a128):
         """Frames are independent in the encoder: run them ``frames_per_call`` at a time. On the
-        CPU one at a time, since SAM's global blocks hold [T*heads, N, N] scores (vit_b, T=5:
-        killed at 19 GB); on a GPU as many as the memory budget allows (any T)."""
+        CPU one at a time (SAM's own attention holds [T*heads, N, N] scores per global block:
+        vit_b at T=5 was killed at 19 GB); on a GPU as many as the memory budget allows (any T)."""
         k = self.frames_per_call or 1
         T = image.shape[0]
         if T <= k:
