@@ -33,10 +33,10 @@ import torch
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from ..artifacts.spec import STAGE_ORDER
+
 # Stages that autocast computes in the low precision; the others stay float32.
 AUTOCAST_STAGES = ("image_encoder",)
-STAGES = ("audio", "image_encoder", "fusion", "mask_decoder")
-LOW_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Float32LayerNorm(nn.LayerNorm):
@@ -105,9 +105,9 @@ def stage_precision(dtype_name: str, tf32: bool = False) -> dict[str, str]:
     """What each stage computes in, in words, for the run's description and result.json."""
     fp32 = "float32 (TF32 matmuls)" if tf32 else "float32"
     if dtype_name == "float32":
-        return {s: fp32 for s in STAGES}
+        return {s: fp32 for s in STAGE_ORDER}
     low = f"{dtype_name} autocast over float32 weights (LayerNorm, softmax statistics, residual stream float32)"
-    return {s: (low if s in AUTOCAST_STAGES else fp32) for s in STAGES}
+    return {s: (low if s in AUTOCAST_STAGES else fp32) for s in STAGE_ORDER}
 
 
 def allow_tf32(enabled: bool) -> None:
