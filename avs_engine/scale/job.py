@@ -102,7 +102,8 @@ class Progress:
         self.total, self.enabled, self.every_s = total, enabled, every_s
         self.stream = stream or sys.stderr
         self.t0 = time.perf_counter()
-        self.last = 0.0
+        # None = never printed: perf_counter's origin is arbitrary (boot on Linux), so no number means "long ago".
+        self.last: float | None = None
         self.done = self.failed = 0
         self.video_s = 0.0
 
@@ -113,7 +114,8 @@ class Progress:
         else:
             self.failed += 1
         now = time.perf_counter()
-        if self.enabled and (now - self.last >= self.every_s or self.done + self.failed == self.total):
+        due = self.last is None or now - self.last >= self.every_s
+        if self.enabled and (due or self.done + self.failed == self.total):
             self.last = now
             print(self.line(), file=self.stream, flush=True)
 

@@ -85,11 +85,15 @@ def test_summary_lines_name_rates_and_stages(tmp_path):
     assert "decode 10.0 ms, image_encoder 50.0 ms, write 5.0 ms" in lines[2] and "failures.jsonl" in lines[3]
 
 
-def test_progress_lines_count_videos_and_rate():
+def test_progress_lines_count_videos_and_rate(monkeypatch):
     import io
 
+    from avs_engine.scale import job
     from avs_engine.scale.job import Progress
 
+    # A clock that reads as a machine booted 2 s ago: the first line must not wait for the interval to pass.
+    clock = iter(2.0 + 0.01 * i for i in range(100))
+    monkeypatch.setattr(job.time, "perf_counter", lambda: next(clock))
     out = io.StringIO()
     p = Progress(total=3, every_s=3600, stream=out)
     p.update(True, 10.0)  # the first video prints at once
