@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import choose_model, echo_err, refuse_inapplicable
+from .common import echo_err
 from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, config_option, device_option,
-                      engine_dir_option, given, precision_option, threads_option, version_option, weights_option)
+                      engine_dir_option, precision_option, threads_option, version_option, weights_option)
 
 EXIT_INTERRUPTED = 130
 
@@ -24,35 +24,14 @@ def _need_ray(command: str = "avs-batch") -> None:
         raise AvsError(f"{command} needs Ray: pip install 'avs-engine[ray]'")
 
 
-def model_for_ray(ctx, command: str, *, backend, weights, config, engine_dir, device, precision, threads):
-    """Ray present, the model the options name, its refusals, the actors' runner recipe and the encoder side S.
+def model_for_ray(command: str, **options):
+    """Ray present, the model the options name (its refusals included) and the encoder side S.
     Raises AvsError with one line."""
+    from ..backends.model_spec import ModelSpec
+
     _need_ray(command)
-    choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-    refuse_inapplicable(choice, precision=precision, threads=threads, device=device if given(ctx, "device") else None)
-    spec = runner_spec(choice, device=device, precision=precision, threads=threads)
-    return spec, encoder_side(spec)
-
-
-def runner_spec(choice, *, device, precision, threads, vggish=None):
-    """The picklable recipe each inference actor builds its runner from."""
-    from ..scale.model import RunnerSpec
-
-    return RunnerSpec(backend=choice.backend, engine_dir=str(choice.engine_dir) if choice.engine_dir else None,
-                      weights=str(choice.weights) if choice.weights else None, config=choice.config,
-                      vggish=str(vggish) if vggish else None,
-                      device=device or ("cuda" if choice.backend == "tensorrt" else "cpu"),
-                      precision=precision, threads=threads)
-
-
-def encoder_side(spec) -> int:
-    """The encoder's input side S (from the manifest; the torch backend builds its runner here to learn it)."""
-    s = spec.img_size()
-    if s is None:
-        runner = spec.create().activate()
-        s = runner.config.encoder.img_size
-        runner.deactivate()
-    return int(s)
+    spec = ModelSpec.choose(**options)
+    return spec, spec.img_size()
 
 
 @click.command(cls=AvsCommand, context_settings=CONTEXT)
@@ -122,10 +101,9 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
     Exit code: 0 no failure, 1 some videos failed, 2 nothing could start, 130
     interrupted. How to run it on a cluster and what to size: docs/scale.md.
     """
-    ctx = click.get_current_context()
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        code = _main(ctx, sources, out_dir=out_dir, weights=weights, config=config, engine_dir=engine_dir,
+        code = _main(sources, out_dir=out_dir, weights=weights, config=config, engine_dir=engine_dir,
                      backend=backend, device=device, precision=precision, threads=threads, clip_seconds=clip_seconds,
                      resize=resize, allow_silent=allow_silent, mask_format=mask_format, overlay=overlay,
                      retry_failed=retry_failed, address=address,
@@ -142,12 +120,12 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt()
 
 
-def _main(ctx, sources, *, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds,
+def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds,
           resize, allow_silent, mask_format, overlay, retry_failed, address, plan_options, max_frames, max_fetch_mb,
           object_store_mb, num_cpus, as_json, quiet) -> int:
     say = (lambda line: None) if quiet and not as_json else (lambda line: click.echo(line, err=True))
     try:
-        spec, img_size = model_for_ray(ctx, "avs-batch", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
+        spec, img_size = model_for_ray("avs-batch", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
                                        device=device, precision=precision, threads=threads)
     except AvsError as e:
         echo_err(str(e))

@@ -85,12 +85,11 @@ def build_cmd(onnx_dir, out, precision, weak_typing, min_t, opt_t, max_t, worksp
 def _export_first(onnx_dir: Path, weights, config, seed) -> None:
     """avs-export onnx --precision both into ``onnx_dir`` (needs torch)."""
     try:
-        from ..export.onnx_export import export_onnx
-        from .export import load_model
+        from ..export.onnx_export import export_onnx, load_for_export
     except ModuleNotFoundError as e:
         raise AvsError(f"exporting the graphs first needs {e.name}: pip install 'avs-engine[export]' "
                        f"(or run avs-export onnx --out {onnx_dir} elsewhere)") from None
-    model, checkpoint = load_model(config, weights, None, False, seed)
+    model, checkpoint = load_for_export(config, weights, seed=seed)
     click.echo(f"no graphs in {onnx_dir}: exporting {model.config.name} first")
     export_onnx(model, onnx_dir, precision="both", checkpoint=checkpoint, progress=click.echo)
 

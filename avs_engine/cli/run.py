@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import choose_model, echo_err, error_line, make_runner, model_description, quote_path, refuse_inapplicable
-from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, clip_seconds_option,
-                      config_option, device_option, engine_dir_option, given, precision_option, tf32_option, threads_option,
+from ..backends.model_spec import PRECISION_ALIASES, ModelSpec
+from .common import echo_err, error_line, quote_path
+from .options import (CONTEXT, AvsCommand, alias, backend_option, clip_seconds_option,
+                      config_option, device_option, engine_dir_option, precision_option, tf32_option, threads_option,
                       version_option, weights_option)
 from .run_video import run_video
 
@@ -122,10 +123,9 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
     done_dirs: list[str] = []
     try:
         try:
-            choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-            refuse_inapplicable(choice, precision=precision, fused=fused, cuda_graph=cuda_graph, vggish=vggish, threads=threads,
-                                device=device if given(ctx, "device") else None,
-                                global_attention_precision=global_attention_precision, tf32=tf32)
+            spec = ModelSpec.choose(backend=backend, weights=weights, config=config, engine_dir=engine_dir, vggish=vggish,
+                                    device=device, precision=precision, threads=threads, fused=fused, cuda_graph=cuda_graph,
+                                    global_attention_precision=global_attention_precision, tf32=tf32)
         except AvsError as e:
             echo_err(str(e))
             return 2
@@ -138,10 +138,8 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
             echo_err("no video to run")
             return 2
         try:
-            runner = make_runner(choice, vggish=vggish, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
-                                 threads=threads, global_attention_precision=global_attention_precision, tf32=tf32)
-            runner.activate()
-            if choice.backend == "tensorrt":
+            runner = spec.create().activate()
+            if spec.backend == "tensorrt":
                 from ..artifacts.engine_manifest import check_clip_length
 
                 # refuse before any decoding; short videos run with T = their length (always <= -T)
@@ -150,7 +148,7 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
             echo_err(str(e))
             return 2
 
-        model = model_description(runner, choice.weights, bundled=choice.bundled)
+        model = spec.describe(runner)
         say(f"model: {model['summary']}")
         for w in getattr(runner, "warnings", []) or []:
             say(f"warning: {w}")

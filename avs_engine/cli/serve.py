@@ -67,9 +67,8 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
     whether the model answers; /docs is the OpenAPI page. Bad media get 4xx
     with a one-line reason. The API and its limits: docs/scale.md.
     """
-    ctx = click.get_current_context()
     try:
-        spec, img_size = model_for_ray(ctx, "avs-serve", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
+        spec, img_size = model_for_ray("avs-serve", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
                                        device=device, precision=precision, threads=threads)
     except AvsError as e:
         echo_err(str(e))
@@ -77,7 +76,7 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
     from ..scale.job import ray_context
     from ..scale.serve_app import ServeConfig, start, stop
 
-    gpus = gpus_per_replica if gpus_per_replica is not None else (0.0 if spec.device == "cpu" else 1.0)
+    gpus = gpus_per_replica if gpus_per_replica is not None else (0.0 if spec.device_name == "cpu" else 1.0)
     cfg = ServeConfig(runner=spec, img_size=img_size, clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
                       allow_sources=tuple(allow_sources), max_upload_mb=max_upload_mb, max_video_s=max_video_s,
                       timeout_s=timeout_s, model_replicas=replicas, ingress_replicas=ingress_replicas,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from ..atomic import write_json_atomic
-from .model import RunnerSpec
+from ..backends.model_spec import ModelSpec
 from .outputs import SUMMARY_NAME, OutputDir
 
 STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
@@ -40,7 +40,7 @@ class BatchConfig:
     actor_cpus, actor_gpus, threads, decode_cpus, write_cpus, videos_per_batch)."""
 
     out_dir: str
-    runner: RunnerSpec
+    runner: ModelSpec
     img_size: int = 224
     clip_seconds: int = 5
     resize: str = "avsbench"
@@ -171,7 +171,7 @@ def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = T
             ray = ray_context(address, **(ray_kwargs or {}))
             phases["ray_start_s"] = time.perf_counter() - t1
             res = ray.cluster_resources()
-            plan = plan_resources(res.get("CPU", 1.0), res.get("GPU", 0.0), device=cfg.runner.device,
+            plan = plan_resources(res.get("CPU", 1.0), res.get("GPU", 0.0), device=cfg.runner.device_name,
                                   **cfg.plan_options)
             ray_info = {"version": ray.__version__, "cluster_cpus": res.get("CPU", 0.0),
                         "cluster_gpus": res.get("GPU", 0.0), "nodes": len(ray.nodes())}
@@ -232,7 +232,7 @@ def _summary(counts, video_s, wall, stages, plan, cfg, ray_info, out) -> dict:
                        "tasks, inference actors): they overlap, so they add up to more than the wall time",
         "plan": plan.to_dict() if plan else None,
         "ray": ray_info,
-        "runner": {"backend": cfg.runner.backend, "device": cfg.runner.device, "engine_dir": cfg.runner.engine_dir},
+        "runner": {"backend": cfg.runner.backend, "device": cfg.runner.device_name, "engine_dir": cfg.runner.engine_dir},
         "mask_format": cfg.mask_format,
         "failures_file": str(out.failures_path),
     }

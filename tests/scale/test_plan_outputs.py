@@ -8,7 +8,7 @@ import json
 import pytest
 
 from avs_engine.scale.job import pending, summary_lines, _summary, BatchConfig
-from avs_engine.scale.model import RunnerSpec
+from avs_engine.backends.model_spec import ModelSpec
 from avs_engine.scale.outputs import OutputBusy, OutputDir
 from avs_engine.scale.resources import ResourceError, plan_resources
 from avs_engine.scale.sources import Source
@@ -77,7 +77,7 @@ def test_failures_file_survives_a_cut_line_and_pending_skips_done_and_failed(tmp
 
 
 def test_summary_lines_name_rates_and_stages(tmp_path):
-    cfg = BatchConfig(out_dir=str(tmp_path), runner=RunnerSpec(engine_dir="g"))
+    cfg = BatchConfig(out_dir=str(tmp_path), runner=ModelSpec("onnxruntime", engine_dir="g"))
     s = _summary({"inputs": 3, "done": 2, "failed": 1, "skipped_done": 0, "skipped_failed": 0, "staging_removed": 0},
                  20.0, 4.0, {"decode": 0.2, "image_encoder": 1.0, "write": 0.1}, None, cfg, None, OutputDir(tmp_path))
     lines = summary_lines(s)
