@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -101,8 +100,9 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
     Exit code: 0 no failure, 1 some videos failed, 2 nothing could start, 130
     interrupted. How to run it on a cluster and what to size: docs/scale.md.
     """
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
+    from ..runtime.job import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
         code = _main(sources, out_dir=out_dir, weights=weights, config=config, engine_dir=engine_dir,
                      backend=backend, device=device, precision=precision, threads=threads, clip_seconds=clip_seconds,
                      resize=resize, allow_silent=allow_silent, mask_format=mask_format, overlay=overlay,
@@ -111,13 +111,7 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
                                    "decode_cpus": decode_cpus, "videos_per_batch": videos_per_batch},
                      max_frames=max_frames, max_fetch_mb=max_fetch_mb, object_store_mb=object_store_mb,
                      num_cpus=num_cpus, as_json=as_json, quiet=quiet)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt()
 
 
 def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
@@ -73,6 +72,7 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
     except AvsError as e:
         echo_err(str(e))
         sys.exit(2)
+    from ..runtime.job import sigterm_as_interrupt
     from ..scale.job import ray_context
     from ..scale.serve_app import ServeConfig, start, stop
 
@@ -84,21 +84,17 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
                       batch_wait_s=batch_wait_ms / 1e3)
     ray_context(address, num_cpus=num_cpus, quiet=True)
     # After Ray starts (it installs its own SIGTERM handler): SIGTERM (a container stop) stops as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        url = start(cfg, host=host, port=port)
-        click.echo(f"avs-serve: {url}/v1/segment (OpenAPI page: {url}/docs); Ctrl-C stops", err=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("avs-serve: shutting down", err=True)
-    finally:
-        stop()
+    with sigterm_as_interrupt():
+        try:
+            url = start(cfg, host=host, port=port)
+            click.echo(f"avs-serve: {url}/v1/segment (OpenAPI page: {url}/docs); Ctrl-C stops", err=True)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("avs-serve: shutting down", err=True)
+        finally:
+            stop()
     sys.exit(0)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt()
 
 
 if __name__ == "__main__":

@@ -37,14 +37,13 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from .. import __version__
-from ..errors import AvsError, MediaError
+from ..errors import AvsError, MediaError, reason
 from ..runtime import rle
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
 from .sources import is_url
-from .stages import reason
 
 log = logging.getLogger("avs_engine.serve")
 
@@ -316,14 +315,7 @@ class Ingress:
     def _write(self, result, clips, logits, overlay: bool, tmp: str, shown: str) -> dict:
         out = Path(tmp) / "out"
         writer = VideoWriter(result, out, self.img_size, overlay=overlay, mask_format="rle")
-        try:
-            for clip, lg in zip(clips, logits):
-                writer.put(ClipPrediction(clip.window, lg))
-            overlay_path = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        result.seconds.sort(key=lambda s: s.second)
+        overlay_path = writer.write_all(ClipPrediction(clip.window, lg) for clip, lg in zip(clips, logits))
         doc = result.to_json()
         doc["video"] = shown
         doc.pop("timings", None)

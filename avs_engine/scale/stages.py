@@ -27,28 +27,16 @@ import time
 import numpy as np
 
 from ..atomic import write_json_atomic
-from ..errors import AvsError
+from ..errors import reason
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.results import VideoResult
-from ..runtime.writer import MASKS_DIR, OVERLAY_NAME, RLE_NAME, VideoWriter
+from ..runtime.writer import VideoWriter
 from .fetch import local_copy
 from .outputs import RESULT_NAME, OutputDir
 
 STAGE_ORDER = ("fetch", "decode", "squash", "preprocess", "audio", "image_encoder", "fusion", "mask_decoder",
                "postprocess", "write")
-
-
-def reason(e: BaseException, *paths: str) -> str:
-    """One line for any exception: the project's own messages as they are (a local or temporary path in front
-    dropped, since the failures file names the source), others with their type."""
-    msg = (str(e).strip().splitlines() or [""])[0].strip()
-    for p in paths:
-        if p and msg.startswith(p):
-            msg = msg[len(p):].lstrip(": ").strip()
-    if not isinstance(e, (AvsError, OSError)) or not msg:
-        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    return msg
 
 
 def _empty_row_arrays() -> dict:
@@ -196,15 +184,9 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
         with local_copy(source, max_bytes=fetch_max_bytes) if overlay else contextlib.nullcontext(source) as local:
             result.path = local
             writer = VideoWriter(result, staging, int(model["img_size"]), overlay=overlay, mask_format=mask_format)
-            try:
-                for w, lg in zip(np.asarray(row["windows"]), row["logits"]):
-                    writer.put(ClipPrediction.from_row(w, lg, result.clip_seconds))
-                overlay_path = writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+            writer.write_all(ClipPrediction.from_row(w, lg, result.clip_seconds)
+                             for w, lg in zip(np.asarray(row["windows"]), row["logits"]))
             result.path = source
-        result.seconds.sort(key=lambda s: s.second)
         for k, v in writer.seconds_s.items():
             timings[k] = timings.get(k, 0.0) + v
         doc = result.to_json()
@@ -215,8 +197,7 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
                           "where": "fetch, decode and squash in a decode task; preprocess and the model's stages in an "
                                    "inference actor (this video's share, by frames, of a batch of several videos); "
                                    "postprocess and write in a writer task"}
-        doc["outputs"] = {"masks": RLE_NAME if mask_format == "rle" else f"{MASKS_DIR}/",
-                          "overlay": OVERLAY_NAME if overlay_path else None, "logits": None}
+        doc["outputs"] = writer.outputs()
         write_json_atomic(staging / RESULT_NAME, doc)
         final = out.commit(staging, video_id)
         summary.update(n_seconds=len(result.seconds), duration_s=result.duration_s, timings=json.dumps(timings),
@@ -228,4 +209,4 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
     return summary
 
 
-__all__ = ["InferenceActor", "STAGE_ORDER", "decode_video", "failed", "reason", "write_video"]
+__all__ = ["InferenceActor", "STAGE_ORDER", "decode_video", "failed", "write_video"]
