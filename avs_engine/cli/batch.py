@@ -70,9 +70,9 @@ def model_for_ray(command: str, **options):
 @click.option("--videos-per-batch", type=click.IntRange(1), default=4, show_default=True,
               help="Videos an actor takes at once; their clips share the encoder batches.")
 @click.option("--max-frames", type=click.IntRange(0), default=None, metavar="N",
-              help="Frames per call of the frame-wise stages (audio, image encoder, mask decoder), across the clips of "
-                   "several videos; 0: clip by clip through the runner's own chain.  [default on CPU: 0 (batches buy "
-                   "no speed there); on a GPU: TensorRT the engines' largest T, onnxruntime 32, torch 16]")
+              help="Frames per batch of clips the runner's run_clips takes (the clips of several videos; torch runs the "
+                   "frame-wise stages of a batch together on its device); 0: clip by clip.  [default on CPU: 0 (batches "
+                   "buy no speed there); on a GPU: TensorRT the engines' largest T, else 16]")
 @click.option("--max-fetch-mb", type=click.FloatRange(0, min_open=True), default=None, metavar="MB",
               help="Largest file fetched from a URL (larger ones fail with one line).  [default: no limit]")
 @click.option("--object-store-mb", type=click.IntRange(75), default=None, metavar="MB",

@@ -20,7 +20,7 @@ def main():
 
     \b
     avs-export onnx   the four ONNX graphs (FP32, FP16 and/or INT8) + manifest + parity report
-    avs-export build  FP16 TensorRT engines from those graphs (needs TensorRT and a GPU)
+    avs-export build  TensorRT engines (fp16 or fp32) from those graphs (needs TensorRT and a GPU)
     avs-export check  ONNX Runtime vs the TensorRT engines, per graph and by mask IoU
     """
 

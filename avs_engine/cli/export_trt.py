@@ -45,7 +45,7 @@ EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 1, 2, 3
 @version_option()
 def build_cmd(onnx_dir, out, precision, weak_typing, min_t, opt_t, max_t, workspace_gb, timing_cache, device, force, weights, config, seed,
               verbose):
-    """Build FP16 TensorRT engines (one per graph) from an avs-export onnx folder.
+    """Build TensorRT engines (one per graph; fp16 by default, or fp32) from an avs-export onnx folder.
 
     Each graph gets one optimisation profile with T (frames per clip) from
     --min-t to --max-t, tuned for --opt-t. The engines, TensorRT's timing cache
