@@ -125,7 +125,7 @@ def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, pre
         echo_err(str(e))
         return 2
     from ..scale.job import BatchConfig, run_batch, summary_lines
-    from ..scale.outputs import OutputBusy
+    from ..runtime.outputs import OutputBusy
     from ..scale.resources import ResourceError
     from ..scale.sources import expand_sources
     from .inputs import VIDEO_SUFFIXES

@@ -65,7 +65,7 @@ def main(weights, config, vggish, engine_dir, backend, device, precision, genera
         echo_err(str(e))
         sys.exit(2)
     if json_out is None:
-        from ..io.rundir import next_run_dir
+        from ..runtime.outputs import next_run_dir
 
         json_out = next_run_dir(project, "eval") / "metrics.json"
     json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import error_line
-from ..io.rundir import clean_up_run_dir, next_run_dir, staging_folders
+from .outputs import clean_up_run_dir, next_run_dir, staging_folders
 
 
 class Terminated(KeyboardInterrupt):

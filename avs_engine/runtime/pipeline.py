@@ -17,7 +17,7 @@ from ..atomic import write_json_atomic
 from ..artifacts.spec import STAGE_ORDER
 from ..backends.base import Runner
 from ..io.postprocess import logits_to_masks, mask_stats
-from ..io.rundir import VideoOutput
+from .outputs import VideoOutput
 from .clip_source import ClipSource
 from .model_step import ModelStep
 from .results import SecondResult, VideoResult

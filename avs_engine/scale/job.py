@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from ..atomic import write_json_atomic
 from ..backends.model_spec import ModelSpec
-from .outputs import SUMMARY_NAME, OutputDir
+from ..runtime.outputs import SUMMARY_NAME, OutputDir
 
 STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
 from .resources import ResourcePlan, plan_resources

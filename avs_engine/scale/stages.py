@@ -33,7 +33,7 @@ from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.results import VideoResult
 from ..runtime.writer import VideoWriter
 from .fetch import local_copy
-from .outputs import RESULT_NAME, OutputDir
+from ..runtime.outputs import RESULT_NAME, OutputDir
 
 STAGE_ORDER = ("fetch", "decode", "squash", "preprocess", "audio", "image_encoder", "fusion", "mask_decoder",
                "postprocess", "write")

@@ -44,7 +44,7 @@ def job(ray_cluster, scale_videos, http_url, demo_spec, tmp_path_factory):
     """A job started as a separate driver (avs-batch --address), SIGKILLed once its first videos are committed,
     then the same job resumed in this process. Returns what each step saw."""
     from avs_engine.scale.job import BatchConfig, run_batch
-    from avs_engine.scale.outputs import OutputDir
+    from avs_engine.runtime.outputs import OutputDir
     from avs_engine.scale.sources import expand_sources
 
     folder = scale_videos["gen00"].parent

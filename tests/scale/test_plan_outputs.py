@@ -9,7 +9,7 @@ import pytest
 
 from avs_engine.scale.job import pending, summary_lines, _summary, BatchConfig
 from avs_engine.backends.model_spec import ModelSpec
-from avs_engine.scale.outputs import OutputBusy, OutputDir
+from avs_engine.runtime.outputs import OutputBusy, OutputDir
 from avs_engine.scale.resources import ResourceError, plan_resources
 from avs_engine.scale.sources import Source
 
