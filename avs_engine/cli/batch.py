@@ -127,15 +127,14 @@ def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, pre
     from ..scale.job import BatchConfig, run_batch, summary_lines
     from ..runtime.outputs import OutputBusy
     from ..scale.resources import ResourceError
-    from ..scale.sources import expand_sources
-    from .inputs import VIDEO_SUFFIXES
+    from ..runtime.inputs import expand_inputs
 
-    found = expand_sources(sources, suffixes=VIDEO_SUFFIXES)
+    found = expand_inputs(sources, job=True)
     for note in found.notes:
         say(f"note: {note}")
     for err in found.errors:
         echo_err(err)
-    if not found.items:
+    if not found.videos:
         echo_err("no video to run")
         return 2
     cfg = BatchConfig(out_dir=str(out_dir), runner=spec, img_size=img_size, clip_seconds=clip_seconds, resize=resize,
@@ -143,7 +142,7 @@ def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, pre
                       retry_failed=retry_failed, fetch_max_bytes=int(max_fetch_mb * 1e6) if max_fetch_mb else None,
                       plan_options={k: v for k, v in plan_options.items() if v is not None})
     try:
-        summary = run_batch(found.items, cfg, progress=not quiet, address=address,
+        summary = run_batch(found.videos, cfg, progress=not quiet, address=address,
                             ray_kwargs={"num_cpus": num_cpus, "object_store_mb": object_store_mb, "quiet": True})
     except (OutputBusy, ResourceError) as e:
         echo_err(str(e))

@@ -88,7 +88,7 @@ def _main(videos, *, weights, config, vggish, engine_dir, backend, device, preci
 
     from ..runtime import Pipeline
     from ..runtime.job import Terminated, run_videos
-    from .inputs import expand_inputs
+    from ..runtime.inputs import expand_inputs
 
     def say(line: str) -> None:
         if not as_json:

@@ -30,7 +30,7 @@ from ..runtime.outputs import SUMMARY_NAME, OutputDir
 
 STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
 from .resources import ResourcePlan, plan_resources
-from .sources import Source
+from ..runtime.inputs import Input
 from .stages import STAGE_ORDER, InferenceActor, decode_video, write_video
 
 
@@ -74,7 +74,7 @@ def ray_context(address: str | None = None, *, num_cpus: int | None = None, num_
     return ray
 
 
-def pending(sources: Sequence[Source], out: OutputDir, retry_failed: bool) -> tuple[list[Source], int, int, dict]:
+def pending(sources: Sequence[Input], out: OutputDir, retry_failed: bool) -> tuple[list[Input], int, int, dict]:
     """(to run, skipped as done, skipped as failed, the failure records kept).
 
     The failures file is rewritten first: records of videos now done, or about to be retried, are dropped."""
@@ -128,7 +128,7 @@ class Progress:
                 f"{self.video_s:.0f} s of video in {wall:.1f} s = {rate:.2f} s/s, ETA {eta:.0f} s")
 
 
-def build_dataset(todo: Sequence[Source], cfg: BatchConfig, plan: ResourcePlan):
+def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
     """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated)."""
     import ray
 
@@ -148,7 +148,7 @@ def build_dataset(todo: Sequence[Source], cfg: BatchConfig, plan: ResourcePlan):
     return ds
 
 
-def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = True, address: str | None = None,
+def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = True, address: str | None = None,
               ray_kwargs: dict | None = None, on_row: Callable[[dict], None] | None = None) -> dict:
     """Run the job; returns the summary (also written to ``out_dir/summary.json``).
 

@@ -43,7 +43,7 @@ from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
-from .sources import is_url
+from ..runtime.inputs import is_url
 
 log = logging.getLogger("avs_engine.serve")
 
