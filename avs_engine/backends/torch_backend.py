@@ -97,6 +97,7 @@ class TorchRunner(Runner):
         frames_per_call: int | None = None,
         device_masks: bool | None = None,
         attention: str = "sdpa",
+        kernels: tuple | None = None,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
@@ -117,7 +118,10 @@ class TorchRunner(Runner):
         device); None: on CUDA only.
         ``attention``: the image encoder's attention: ``sdpa`` (default; scaled-dot-product
         attention with the relative-position bias folded in, no [heads, N, N] score matrix; equal
-        to SAM's form to float rounding, and faster on CPUs and GPUs) or ``sam`` (SAM's own code)."""
+        to SAM's form to float rounding, and faster on CPUs and GPUs) or ``sam`` (SAM's own code).
+        ``kernels``: with ``fused``, (ST-BAVA kernels factory, flash kernel) to use instead of
+        building the CUDA kernels, on any device: the CPU stand-in of a GPU run (tests and the GPU
+        check's dry run pass ``devtools.host_emulation``'s)."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -144,6 +148,7 @@ class TorchRunner(Runner):
         self.frames_per_call = frames_per_call
         self.device_masks = device_masks
         self.attention = attention
+        self.kernels = kernels
         self.swapped: dict[str, int] = {}
         self.warnings: list[str] = []
         self.load_report = None
@@ -216,11 +221,13 @@ class TorchRunner(Runner):
             fuse_stbava(self.model)
             fold_decoder_attention(self.model.mask_decoder)
             self.swapped = {"fusion_blocks": len(self.model.layers)}
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" or self.kernels is not None:
                 from ..exact.torch_ops import use_cuda_kernels
 
                 ga = getattr(torch, self.global_attention_dtype) if self.global_attention_dtype else self.compute_dtype
-                self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, warn=self._kernel_warning)
+                stbava, relpos = self.kernels or (None, None)
+                self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, stbava_kernels=stbava, relpos_kernel=relpos,
+                                                warn=self._kernel_warning)
         self.config = self.model.config
         if self.tf32:
             from ..exact.mixed_precision import allow_tf32
