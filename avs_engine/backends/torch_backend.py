@@ -150,6 +150,7 @@ class TorchRunner(Runner):
         self.attention = attention
         self.kernels = kernels
         self.swapped: dict[str, int] = {}
+        self.held_weights = 0
         self.warnings: list[str] = []
         self.load_report = None
 
@@ -184,7 +185,7 @@ class TorchRunner(Runner):
         self.dtype = getattr(torch, self.dtype_name)
         if self.tf32 and self.device.type != "cuda":
             raise BackendError(f"TF32 is a CUDA tensor-core format; this run is on {self.device} (leave --tf32 out)")
-        # float16/bfloat16: autocast over float32 weights; None: plain float32
+        # float16/bfloat16: autocast, the encoder's matrix weights held in that dtype; None: plain float32
         self.compute_dtype = None if self.dtype_name == "float32" else self.dtype
         if self.global_attention_dtype not in (None, self.dtype_name) and not (self.fused and self.device.type == "cuda"):
             raise BackendError(f"global attention in {self.global_attention_dtype} needs fused=True on a CUDA device "
@@ -203,11 +204,19 @@ class TorchRunner(Runner):
                 self.model = build_model(self.config_spec or "tiny", seed=self.seed)
             else:
                 raise BackendError("no weights given (--weights FILE)")
+        elif self.compute_dtype is not None:
+            import copy
+
+            # The encoder's weights are about to be replaced by low-precision copies: not in the caller's model.
+            self.model = copy.deepcopy(self.model)
         self.model = self.model.to(device=self.device, dtype=torch.float32).eval()
         if self.compute_dtype is not None:
+            from ..exact.held_weights import hold_weights_in
             from ..exact.mixed_precision import prepare_mixed_precision
 
             prepare_mixed_precision(self.model)  # SDPA attention (its softmax statistics float32), float32 norms
+            # Matrix weights cast once, not by autocast at every call (the same products, bit for bit).
+            self.held_weights = hold_weights_in(self.model.image_encoder, self.compute_dtype)
         elif self.attention == "sdpa":
             from ..exact.sdpa_attention import use_sdpa_attention
 
@@ -248,7 +257,7 @@ class TorchRunner(Runner):
         """What each stage computes in (result.json), the fused kernels included."""
         from ..exact.mixed_precision import stage_precision
 
-        p = stage_precision(self.dtype_name, self.tf32)
+        p = stage_precision(self.dtype_name, self.tf32, held_weights=self.held_weights > 0)
         if self.swapped.get("global_attention"):
             ga = self.global_attention_dtype or self.dtype_name
             p["image_encoder"] += f"; global attention {ga} on the flash kernel"
