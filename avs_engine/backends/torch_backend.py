@@ -98,6 +98,7 @@ class TorchRunner(Runner):
         device_masks: bool | None = None,
         attention: str = "sdpa",
         kernels: tuple | None = None,
+        compile: bool = False,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
@@ -121,7 +122,9 @@ class TorchRunner(Runner):
         to SAM's form to float rounding, and faster on CPUs and GPUs) or ``sam`` (SAM's own code).
         ``kernels``: with ``fused``, (ST-BAVA kernels factory, flash kernel) to use instead of
         building the CUDA kernels, on any device: the CPU stand-in of a GPU run (tests and the GPU
-        check's dry run pass ``devtools.host_emulation``'s)."""
+        check's dry run pass ``devtools.host_emulation``'s).
+        ``compile``: ``torch.compile`` the image encoder's blocks (``exact/compiled_blocks.py``; blocks
+        holding the fused flash kernel stay eager). The first clip pays the compilation."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -149,6 +152,8 @@ class TorchRunner(Runner):
         self.device_masks = device_masks
         self.attention = attention
         self.kernels = kernels
+        self.compile = compile
+        self.compiled_blocks = 0
         self.swapped: dict[str, int] = {}
         self.held_weights = 0
         self.warnings: list[str] = []
@@ -237,6 +242,13 @@ class TorchRunner(Runner):
                 stbava, relpos = self.kernels or (None, None)
                 self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, stbava_kernels=stbava, relpos_kernel=relpos,
                                                 warn=self._kernel_warning)
+        if self.compile:
+            from ..exact.compiled_blocks import compile_encoder_blocks, compile_unavailable
+
+            reason = compile_unavailable(torch, self.device)
+            if reason:
+                raise BackendError(f"--compile: {reason}")
+            self.compiled_blocks = compile_encoder_blocks(self.model.image_encoder)
         self.config = self.model.config
         if self.tf32:
             from ..exact.mixed_precision import allow_tf32
@@ -245,6 +257,9 @@ class TorchRunner(Runner):
             allow_tf32(True)
         self.description = describe_torch_run(str(self.device), self.dtype_name, self.fused, self.swapped,
                                               self.global_attention_dtype, self.tf32)
+        if self.compile:
+            n = len(self.model.image_encoder.blocks)
+            self.description += f"; {self.compiled_blocks} of {n} encoder blocks compiled (torch.compile)"
         self.stage_precision = self._stage_precision()
         if self.frames_per_call is None and self.device.type == "cuda":
             from .frame_budget import encoder_frames_per_call

@@ -242,6 +242,8 @@ class CudaRelPosAttention(nn.Module):
     one warning.
     """
 
+    launches_raw_kernels = True  # opaque to torch.compile (exact/compiled_blocks.py leaves its block eager)
+
     def __init__(self, attn: nn.Module, compute_dtype: torch.dtype = torch.float16,
                  kernel: RelPosAttention | None = None, warn: Warn | None = None) -> None:
         super().__init__()
