@@ -37,6 +37,9 @@ class _TorchEvent:
         return self._event.elapsed_time(later._event) / 1e3  # elapsed_time is in ms
 
 DTYPES = ("float32", "float16", "bfloat16")
+# The image encoder's attention: SDPA with the rel-pos bias folded into q/k (default), SDPA with the
+# bias as a materialised additive mask, SAM's own code (docs/runtime.md compares their costs).
+ATTENTIONS = {"sdpa": "folded", "sdpa_bias": "bias", "sam": None}
 
 
 def describe_torch_run(device: str, dtype: str, fused: bool, swapped: Mapping[str, int],
@@ -119,7 +122,9 @@ class TorchRunner(Runner):
         device); None: on CUDA only.
         ``attention``: the image encoder's attention: ``sdpa`` (default; scaled-dot-product
         attention with the relative-position bias folded in, no [heads, N, N] score matrix; equal
-        to SAM's form to float rounding, and faster on CPUs and GPUs) or ``sam`` (SAM's own code).
+        to SAM's form to float rounding, and faster on CPUs and GPUs), ``sdpa_bias`` (SDPA at the
+        head width with the bias as a materialised [heads, N, N] mask: for measuring) or ``sam``
+        (SAM's own code).
         ``kernels``: with ``fused``, (ST-BAVA kernels factory, flash kernel) to use instead of
         building the CUDA kernels, on any device: the CPU stand-in of a GPU run (tests and the GPU
         check's dry run pass ``devtools.host_emulation``'s).
@@ -134,8 +139,8 @@ class TorchRunner(Runner):
             raise BackendError(f"global attention in {global_attention_dtype}: a {dtype} model computes it in {dtype}")
         if tf32 and dtype != "float32":
             raise BackendError(f"TF32 applies to float32 runs; a {dtype} run computes its matmuls in {dtype}")
-        if attention not in ("sdpa", "sam"):
-            raise BackendError(f"attention must be sdpa or sam, got '{attention}'")
+        if attention not in ATTENTIONS:
+            raise BackendError(f"attention must be one of {', '.join(ATTENTIONS)}, got '{attention}'")
         if attention == "sam" and dtype != "float32":
             raise BackendError(f"SAM's own attention would softmax in {dtype}; {dtype} runs the SDPA form, "
                                "whose softmax statistics stay float32")
@@ -219,15 +224,16 @@ class TorchRunner(Runner):
             from ..exact.held_weights import hold_weights_in
             from ..exact.mixed_precision import prepare_mixed_precision
 
-            prepare_mixed_precision(self.model)  # SDPA attention (its softmax statistics float32), float32 norms
+            # SDPA attention (its softmax statistics float32), float32 norms
+            prepare_mixed_precision(self.model, ATTENTIONS[self.attention])
             # Matrix weights cast once, not by autocast at every call (the same products, bit for bit).
             self.held_weights = hold_weights_in(self.model.image_encoder, self.compute_dtype)
-        elif self.attention == "sdpa":
+        elif self.attention != "sam":
             from ..exact.sdpa_attention import use_sdpa_attention
 
             # No [heads, N, N] scores; --fused swaps its kernels in over it. Measured on a 2-core CPU,
             # vit_b (benchmarks/torch_precision.md): 1.43x faster than SAM's form, logits equal to 2e-6.
-            use_sdpa_attention(self.model)
+            use_sdpa_attention(self.model, ATTENTIONS[self.attention])
         if self.fused:
             from ..exact.folded_decoder import fold_decoder_attention
             from ..exact.fused_fusion import fuse_stbava

@@ -82,12 +82,13 @@ def keep_norms_float32(root: nn.Module) -> int:
     return n
 
 
-def prepare_mixed_precision(model: nn.Module) -> dict[str, int]:
+def prepare_mixed_precision(model: nn.Module, attention_form: str = "folded") -> dict[str, int]:
     """The model changes the policy needs (in place, parameters shared): the encoder's
-    attention on SDPA, its norms float32 islands. Returns what was swapped."""
+    attention on SDPA (``attention_form``: ``sdpa_attention.SdpaAttention.FORMS``), its norms
+    float32 islands. Returns what was swapped."""
     from .sdpa_attention import use_sdpa_attention
 
-    return {"sdpa_attention": use_sdpa_attention(model.image_encoder),
+    return {"sdpa_attention": use_sdpa_attention(model.image_encoder, attention_form),
             "float32_norms": keep_norms_float32(model.image_encoder)}
 
 
