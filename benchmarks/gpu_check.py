@@ -613,7 +613,7 @@ def e2e(env: Env, s: Shapes, seed: int, work: Path) -> None:
     if not env.quick:
         models.append(E2EModel("flash_e2e", flash_shaped_bundle(work, env.dry), False))
     device = "cpu" if env.dry else "cuda"
-    precisions = ("fp32", "bf16") if env.quick else ("fp32", "bf16", "fp16")
+    precisions = ("fp32", "bf16", "fp16")
     extra = []  # the global attention's precision, once avs-run has an option for it
     from avs_engine.cli.run import main as avs_run_main
 

@@ -81,9 +81,11 @@ def test_runner_low_precision_fused_end_to_end(dtype):
     assert "global attention" in runner.description and "flash kernel" in runner.description
     low = runner.run_clip(image, log_mel)
     assert kernel.launches and np.isfinite(low).all()
-    assert rel_l2(low, ref) < 0.05
+    assert rel_l2(low, ref) < 0.05  # the mixed-precision runner's tolerance on small random models
     iou = mask_iou(logits_to_masks(low, (224, 224)), logits_to_masks(ref, (224, 224)))
-    assert np.median(iou) >= 0.9, iou  # random weights: logits near 0 flip a few border pixels
+    # 0.99 is the bar on vit_b; random weights here give logits of ~0.05 whose signs flip more easily
+    # (measured: bf16 0.988 / 0.991, fp16 0.997 / 0.999)
+    assert np.median(iou) >= 0.98, iou
 
 
 INDEX_MAKERS = ("arange", "tensor", "as_tensor", "from_numpy")
