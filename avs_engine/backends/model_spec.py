@@ -72,7 +72,8 @@ class ModelSpec:
     for benchmarks and exports). ``engine_dir``: ONNX graphs (``manifest.json``) or TensorRT engines
     (``engines.json``). ``device``: cpu, cuda or cuda:N (None: cpu; tensorrt cuda). ``precision``: fp32,
     fp16, bf16 or int8 (None: the backend's default). ``threads``: torch's and ONNX Runtime's intra-op
-    CPU threads. ``fused``, ``global_attention_precision``, ``tf32``, ``fusion_variant``: torch options;
+    CPU threads. ``fused``, ``global_attention_precision``, ``tf32``, ``fusion_variant``, ``compile_blocks``
+    (``torch.compile`` of the encoder's blocks): torch options;
     ``cuda_graph``: tensorrt. ``options``: more keyword arguments for the runner.
     """
 
@@ -89,6 +90,7 @@ class ModelSpec:
     global_attention_precision: str | None = None
     tf32: bool = False
     fusion_variant: str | None = None
+    compile_blocks: bool = False
     cuda_graph: bool = False
     seed: int | None = None
     bundled: bool = False  # the bundled demo model (no model option given)
@@ -182,6 +184,9 @@ class ModelSpec:
                                f"it needs --fused on the torch backend; {where}")
         if self.tf32 and b != "torch":
             raise BackendError(f"--tf32 sets how the torch backend multiplies in float32 on CUDA; {where}")
+        if self.compile_blocks and b != "torch":
+            raise BackendError(f"--compile applies torch.compile to the torch backend's encoder (exported graphs are compiled by "
+                               f"their runtime); {where}{hint}")
         if self.cuda_graph and b != "tensorrt":
             raise BackendError(f"--cuda-graph needs the tensorrt backend (it replays the TensorRT engines as one CUDA graph); {where}")
         if precision == "int8" and b != "onnxruntime":
@@ -229,6 +234,8 @@ class ModelSpec:
                 kw["tf32"] = True
             if self.fusion_variant:
                 kw["fusion_variant"] = self.fusion_variant
+            if self.compile_blocks:
+                kw["compile"] = True
         elif self.backend == "onnxruntime":
             kw = {"engine_dir": self.engine_dir, "providers": ["cpu"] if self.device_name == "cpu" else ["cuda"],
                   "precision": self.precision, "device_id": self.device_id}

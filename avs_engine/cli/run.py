@@ -11,7 +11,7 @@ import click
 from ..errors import AvsError
 from ..backends.model_spec import PRECISION_ALIASES, ModelSpec
 from .common import echo_err, quote_path
-from .options import (CONTEXT, AvsCommand, alias, backend_option, clip_seconds_option,
+from .options import (CONTEXT, AvsCommand, alias, backend_option, clip_seconds_option, compile_option,
                       config_option, device_option, engine_dir_option, precision_option, tf32_option, threads_option,
                       version_option, weights_option)
 
@@ -42,6 +42,7 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
                    "kernel; fp32 keeps PyTorch's attention (the kernel has no fp32 form). An fp16/bf16 model computes it in its "
                    "own precision.  [default: the model's precision (--precision)]")
 @tf32_option()
+@compile_option()
 @click.option("--cuda-graph", is_flag=True, help="tensorrt backend: capture each clip length as a CUDA graph and replay it.")
 @clip_seconds_option("Window length in seconds (the model was trained on 5); a shorter video runs with T = its length.")
 @threads_option()
@@ -55,7 +56,8 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
-def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, cuda_graph,
+def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, compile_blocks,
+         cuda_graph,
          clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet):
     """Segment the sounding objects of each video, one mask per second.
 
@@ -76,14 +78,14 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
     with sigterm_as_interrupt():
         code = _main(videos, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, backend=backend, device=device,
                      precision=precision, fused=fused, global_attention_precision=global_attention_precision, tf32=tf32,
-                     cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
+                     compile_blocks=compile_blocks, cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
                      allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
                      exist_ok=exist_ok, as_json=as_json, quiet=quiet)
     sys.exit(code)
 
 
 def _main(videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32,
-          cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
+          compile_blocks, cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
     from tqdm import tqdm
 
     from ..runtime import Pipeline
@@ -97,7 +99,8 @@ def _main(videos, *, weights, config, vggish, engine_dir, backend, device, preci
     try:
         spec = ModelSpec.choose(backend=backend, weights=weights, config=config, engine_dir=engine_dir, vggish=vggish,
                                 device=device, precision=precision, threads=threads, fused=fused, cuda_graph=cuda_graph,
-                                global_attention_precision=global_attention_precision, tf32=tf32)
+                                global_attention_precision=global_attention_precision, tf32=tf32,
+                                compile_blocks=compile_blocks)
     except AvsError as e:
         echo_err(str(e))
         return 2
