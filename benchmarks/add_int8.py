@@ -2,7 +2,7 @@
 after its FP32 step), without exporting the FP32 graphs again: vit_h's FP32 export takes minutes.
 
 Quantizes each FP32 graph by its plan, checks it against the FP32 chain on generated clips
-(``avs_engine.export.int8_export.build_int8``: the same check, the same bar) and writes the
+(``avs_engine.export.int8_export.build_int8`` with ``checks.int8_check``: the same check, the same bar) and writes the
 ``int8`` entries into the folder's manifest.
 
     python benchmarks/add_int8.py /tmp/wt25-exports/vit_h --clips 1 -T 2
@@ -21,7 +21,8 @@ from pathlib import Path
 from avs_engine.artifacts.graph_manifest import read_manifest
 from avs_engine.artifacts.spec import STAGE_ORDER
 from avs_engine.export.int8 import PLANS, quantize_graph
-from avs_engine.export.int8_export import DEFAULT_MIN_IOU, build_int8
+from avs_engine.checks.int8_check import DEFAULT_MIN_IOU, int8_inputs
+from avs_engine.export.int8_export import build_int8
 from avs_engine.export.onnx_export import _entry, external_data_files
 
 
@@ -40,8 +41,9 @@ def main() -> None:
     if a.no_check:
         files, records = quantize_unchecked(a.folder, fp32)
     else:
-        files, records = build_int8(a.folder, fp32, config, clips=a.clips, T=a.T, min_iou=DEFAULT_MIN_IOU,
-                                threads=a.threads, progress=print)
+        inputs = int8_inputs(config, clips=a.clips, T=a.T, min_iou=DEFAULT_MIN_IOU)
+        files, records = build_int8(a.folder, fp32, config, calibration=inputs["int8_calibration"],
+                                    check=inputs["int8_check"], threads=a.threads, progress=print)
     manifest.graphs["int8"] = {}
     for stage in STAGE_ORDER:
         f = files[stage]

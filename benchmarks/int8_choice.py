@@ -33,7 +33,8 @@ from avs_engine.artifacts.graph_manifest import read_manifest
 from avs_engine.artifacts.spec import STAGE_ORDER
 from avs_engine.backends.onnxruntime_backend import cpu_encoder_batch
 from avs_engine.export.int8 import HEAD_SCOPES, Int8Plan, quantize_graph
-from avs_engine.export.int8_check import check_stage, generated_clips, reference_chains, session, stage_inputs
+from avs_engine.checks.int8_check import check_stage, generated_clips
+from avs_engine.export.ort_chain import reference_chains, session, stage_inputs
 from avs_engine.models import DEMO_GRAPHS
 
 HEAD = HEAD_SCOPES

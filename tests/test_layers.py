@@ -10,6 +10,7 @@ model, the export code, the exact-algebra torch forms or the development tools.
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from collections import defaultdict
@@ -26,6 +27,7 @@ RUNTIME_SIDE = ("runtime", "io", "artifacts", "gpu", "kernels", "backends", "ato
 TORCH_SIDE = ("reference", "export", "exact", "train", "checks", "bench", "cli", "data")
 
 
+@functools.lru_cache(maxsize=None)
 def _edges() -> dict[tuple[str, str], set[str]]:
     """(from subpackage, to subpackage) -> files; top-level modules count as their own subpackage."""
     edges: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -116,7 +118,7 @@ def test_runtime_imports_without_torch_export_or_devtools():
         "import avs_engine.artifacts.profiles\n"
         "import avs_engine.runtime, avs_engine.backends, avs_engine.io\n"
         "import avs_engine.io.clips, avs_engine.io.preprocess, avs_engine.io.postprocess\n"
-        "import avs_engine.io.writers, avs_engine.io.rundir, avs_engine.io.logmel\n"
+        "import avs_engine.io.writers, avs_engine.runtime.outputs, avs_engine.io.logmel\n"
         "import avs_engine.backends.onnxruntime_backend, avs_engine.backends.tensorrt_backend\n"
         "import avs_engine.gpu.cuda_memory, avs_engine.gpu.tensorrt_api\n"
         "import avs_engine.kernels.nvrtc, avs_engine.kernels.launchers\n"
@@ -129,3 +131,69 @@ def test_runtime_imports_without_torch_export_or_devtools():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# (from, to): subpackage edges that bend the picture. The exporter writes graphs and manifests (parity and the
+# INT8 comparison run after it, from the CLI or checks/, and calibration clips are handed to it); training does
+# not import the deployment backends; the batch stages use the runtime's pieces, not the media layer.
+FORBIDDEN = [("runtime", "export"), ("runtime", "reference"), ("backends", "export"), ("export", "backends"),
+             ("io", "backends"), ("io", "reference"), ("reference", "export"), ("reference", "runtime"),
+             ("export", "checks"), ("export", "data"), ("export", "train"), ("train", "backends"),
+             ("scale", "io"), ("bench", "io"), ("kernels", "reference"), ("kernels", "exact")]
+
+
+@pytest.mark.parametrize("low,high", FORBIDDEN, ids=[f"{a}-{b}" for a, b in FORBIDDEN])
+def test_forbidden_edge_is_absent(low, high):
+    """Not imported (module level or in a function), and not named either (grep-level: a string import, a
+    docstring pointing there)."""
+    assert not _edges().get((low, high)), f"{low} imports {high}: {sorted(_edges()[(low, high)])[:3]}"
+    import re
+
+    named = re.compile(rf"\bavs_engine\.{high}\b|from \.\.{high}\b|from \.\. import {high}\b")
+    hits = [f"{f.relative_to(PKG.parent)}:{i}" for f in sorted((PKG / low).rglob("*.py"))
+            for i, line in enumerate(f.read_text().splitlines(), 1) if named.search(line)]
+    assert not hits, f"{low} names {high}: {hits[:3]}"
+
+
+@functools.lru_cache(maxsize=None)
+def _module_imports() -> dict[str, set[str]]:
+    """module -> the avs_engine modules it imports (module level or in a function); package __init__s left out."""
+    mods = {}
+    for f in PKG.rglob("*.py"):
+        if f.name != "__init__.py":
+            mods[".".join(f.relative_to(PKG.parent).with_suffix("").parts)] = f
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, f in mods.items():
+        parts = name.split(".")
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                mod = ".".join(parts[: len(parts) - node.level] + ([node.module] if node.module else [])) if node.level \
+                    else (node.module or "")
+                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            graph[name] |= {t for t in targets if t in mods and t != name}
+    return graph
+
+
+def test_no_import_cycle_between_files():
+    """No two files import each other, even from inside a function (cli/export <-> cli/export_trt and
+    train/loop <-> train/memory were held apart that way once); no longer circle either."""
+    graph = _module_imports()
+    state: dict[str, int] = {}
+
+    def visit(n, stack):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (found := visit(m, stack)):
+                return found
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state and (cycle := visit(n, [])):
+            pytest.fail("import cycle between files: " + " -> ".join(cycle))

@@ -10,7 +10,7 @@ device before ``activate()``.
 from __future__ import annotations
 
 import importlib
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -96,6 +96,29 @@ class Runner:
         logits = self.clip_impl(image, log_mel, clock if clock is not None else self.stage_clock())
         check_arrays(STAGES["mask_decoder"], {"logits": logits}, dims, outputs=True)
         return logits
+
+    def run_clips(self, clips: Sequence[tuple[np.ndarray, np.ndarray]], clock: StageClock | None = None) -> list[np.ndarray]:
+        """Several clips at once: ``(image [T_i,3,S,S], log_mel [T_i,1,96,64])`` each (their T may differ)
+        -> each clip's logits ``[T_i,1,L,L]``, equal to :meth:`run_clip` on each.
+
+        Chained where the backend's tensors live, as :meth:`run_clip`; ``clock`` receives the batch's
+        seconds per stage. A backend that gains from batching the frame-wise stages (audio, image
+        encoder, mask decoder) across clips overrides :meth:`clips_impl` (the fusion mixes the
+        frames of one clip only, so it runs clip by clip)."""
+        if not self.is_active:
+            raise AssertionError(f"runner '{self.name}' used before activate()")
+        for image, log_mel in clips:
+            dims = dims_for(self.config, int(image.shape[0]) if image.ndim else 0)
+            check_arrays(STAGES["audio"], {"log_mel": log_mel}, dims)
+            check_arrays(STAGES["image_encoder"], {"image": image}, dims, partial=True)
+        out = self.clips_impl(list(clips), clock if clock is not None else self.stage_clock()) if clips else []
+        for (image, _), logits in zip(clips, out):
+            check_arrays(STAGES["mask_decoder"], {"logits": logits}, dims_for(self.config, int(image.shape[0])), outputs=True)
+        return out
+
+    def clips_impl(self, clips: list[tuple[np.ndarray, np.ndarray]], clock: StageClock) -> list[np.ndarray]:
+        """Clip by clip through :meth:`clip_impl` (the intermediates stay where that keeps them)."""
+        return [self.clip_impl(image, log_mel, clock) for image, log_mel in clips]
 
     def stage_clock(self) -> StageClock:
         """A clock for :meth:`run_clip`'s stages (host clock; GPU backends return device events)."""

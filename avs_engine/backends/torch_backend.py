@@ -63,23 +63,6 @@ def describe_torch_run(device: str, dtype: str, fused: bool, swapped: Mapping[st
     return "; ".join(parts)
 
 
-def torch_device(torch, name: str):
-    """``name`` (cpu, cuda, cuda:N) as a ``torch.device``, or one :class:`BackendError` line
-    when this machine has no such device (not a CUDA error at the first tensor moved there)."""
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise BackendError(f"'{name}' is not a device (cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendError(f"device '{name}' requested but CUDA is not available here (use --device cpu)")
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            have = ", ".join(f"cuda:{i}" for i in range(n))
-            raise BackendError(f"device '{name}' requested but this machine has {n} CUDA device(s) ({have})")
-    return dev
-
-
 class TorchRunner(Runner):
     name = "torch"
 
@@ -100,6 +83,7 @@ class TorchRunner(Runner):
         frames_per_call: int | None = None,
         device_masks: bool | None = None,
         attention: str = "sdpa",
+        fusion_variant: str | None = None,
         kernels: tuple | None = None,
         compile: bool = False,
     ) -> None:
@@ -129,7 +113,8 @@ class TorchRunner(Runner):
         building the CUDA kernels, on any device: the CPU stand-in of a GPU run (tests and the GPU
         check's dry run pass ``devtools.host_emulation``'s).
         ``compile``: ``torch.compile`` the image encoder's blocks (``exact/compiled_blocks.py``; blocks
-        holding the fused flash kernel stay eager). The first clip pays the compilation."""
+        holding the fused flash kernel stay eager). The first clip pays the compilation.
+        ``fusion_variant``: run the fusion as this ablation (default: what the weights were trained as)."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -156,6 +141,7 @@ class TorchRunner(Runner):
         self.frames_per_call = frames_per_call
         self.device_masks = device_masks
         self.attention = attention
+        self.fusion_variant = fusion_variant
         self.kernels = kernels
         self.compile = compile
         self.compiled_blocks = 0
@@ -188,8 +174,9 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(int(self.threads))
 
-        from ..reference.build import build_model
-        from ..reference.checkpoint import is_bundle, load_bundle, load_checkpoint
+        from ..reference.checkpoint import load_model
+        from ..reference.device import torch_device
+        from ..reference.variants import apply_variant
 
         self.device = torch_device(torch, self.device_name)
         self.dtype = getattr(torch, self.dtype_name)
@@ -201,24 +188,18 @@ class TorchRunner(Runner):
             raise BackendError(f"global attention in {self.global_attention_dtype} needs fused=True on a CUDA device "
                                f"(the flash kernel); elsewhere it computes in the model's {self.dtype_name}")
         if self.model is None:
-            if self.weights is not None and is_bundle(self.weights):
-                self.model, self.load_report = load_bundle(self.weights)
-            elif self.weights is not None:
-                if self.config_spec is None:
-                    raise BackendError(f"{self.weights}: not a bundle, so the model config is needed (--config PRESET|FILE)")
-                self.model = build_model(self.config_spec, device="cpu" if self.allow_missing_fusion else "meta")
-                self.load_report = load_checkpoint(
-                    self.model, self.weights, vggish=self.vggish, allow_missing_fusion=self.allow_missing_fusion
-                )
-            elif self.seed is not None:
-                self.model = build_model(self.config_spec or "tiny", seed=self.seed)
-            else:
-                raise BackendError("no weights given (--weights FILE)")
-        elif self.compute_dtype is not None:
-            import copy
+            self.model, self.load_report = load_model(self.weights, self.config_spec, self.vggish, seed=self.seed,
+                                                      allow_missing_fusion=self.allow_missing_fusion,
+                                                      fusion_variant=self.fusion_variant)
+        else:
+            if self.compute_dtype is not None or self.fusion_variant:
+                import copy
 
-            # The encoder's weights are about to be replaced by low-precision copies: not in the caller's model.
-            self.model = copy.deepcopy(self.model)
+                # The encoder's weights are about to be replaced by low-precision copies (or the fusion by an
+                # ablation): not in the caller's model.
+                self.model = copy.deepcopy(self.model)
+            if self.fusion_variant:
+                apply_variant(self.model, self.fusion_variant)
         self.model = self.model.to(device=self.device, dtype=torch.float32).eval()
         if self.compute_dtype is not None:
             from ..exact.held_weights import hold_weights_in
@@ -377,6 +358,23 @@ class TorchRunner(Runner):
             with clock.stage("mask_decoder"), self._precision("mask_decoder"):
                 logits = m.decode(enc, dense, sparse)
             return self._out(logits)
+
+    def clips_impl(self, clips: list[tuple[np.ndarray, np.ndarray]], clock: StageClock) -> list[np.ndarray]:
+        """The frames of every clip together through audio, encoder (``frames_per_call`` at a time) and
+        decoder; the fusion clip by clip. Only the images, log-mels and the logits cross to the host."""
+        m, torch = self.model, self._torch
+        sizes = [int(image.shape[0]) for image, _ in clips]
+        with torch.inference_mode():
+            with clock.stage("audio"), self._precision("audio"):
+                a128 = m.embed_audio(self._in(np.concatenate([log_mel for _, log_mel in clips])))
+            with clock.stage("image_encoder"), self._precision("image_encoder"):
+                enc = self._encode(self._in(np.concatenate([image for image, _ in clips])), a128)
+            with clock.stage("fusion"), self._precision("fusion"):
+                fused = [m.fuse(e, a) for e, a in zip(enc.split(sizes), a128.split(sizes))]
+                dense, sparse = torch.cat([d for d, _ in fused]), torch.cat([s for _, s in fused])
+            with clock.stage("mask_decoder"), self._precision("mask_decoder"):
+                logits = m.decode(enc, dense, sparse)
+            return np.split(self._out(logits), np.cumsum(sizes)[:-1])
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

@@ -140,12 +140,7 @@ def run_clip(runner, video: Path, T: int, rec: _Recorder, out_dir: Path,
     rec.seconds.update(pred.timings)
     with rec.piece(("postprocess", "write")):
         writer = VideoWriter(result, out_dir, step.img_size, overlay=overlay, depth=1)
-        try:
-            writer.put(pred)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        writer.write_all([pred])
     rec.seconds.update(writer.seconds_s)
     if result.warnings:
         raise AvsError(f"{video}: {result.warnings[0]}")

@@ -11,16 +11,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backends.base import available_backends, create_runner
+from ..backends.base import available_backends
+from ..backends.model_spec import PRECISION_ALIASES, PRECISION_DTYPE, ModelSpec
 from ..config import resolve
 from ..errors import ConfigError
 from .proc import child_env, cli_command
 
 REFERENCE = "torch:float32"
-PRECISIONS = ("float32", "float16", "bfloat16", "int8")
+PRECISIONS = (*PRECISION_DTYPE.values(), "int8")  # the labels reports use (torch's dtype names)
 _DEFAULT_PRECISION = {"torch": "float32", "onnxruntime": "float32", "tensorrt": "float16"}
-# The command line's precision names (the same on every command) -> the labels reports use.
-_PRECISION_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # int8 keeps its name
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class RowSpec:
             raise ConfigError(f"backend '{name}' in '{text}': choose from {', '.join(_DEFAULT_PRECISION)}")
         if plus and name != "torch":
             raise ConfigError(f"'{text}': '+fused' applies to the torch backend only")
-        precision = _PRECISION_NAMES.get(precision, precision) or _DEFAULT_PRECISION[name]
+        precision = PRECISION_DTYPE.get(precision, precision) or _DEFAULT_PRECISION[name]
         if precision not in PRECISIONS:
             raise ConfigError(f"precision '{precision}' in '{text}': choose from fp32, fp16, bf16, int8")
         if precision == "int8" and name != "onnxruntime":
@@ -59,7 +58,7 @@ class RowSpec:
         return cls(name, precision, bool(plus))
 
 
-_ONNX_PRECISION = {"float32": "fp32", "float16": "fp16", "int8": "int8"}
+_ONNX_PRECISION = {"float32": "fp32", "float16": "fp16", "int8": "int8"}  # the graph sets avs-export writes
 
 
 def _export_graphs(s, workdir: Path, say) -> Path | str:
@@ -88,18 +87,10 @@ def _export_graphs(s, workdir: Path, say) -> Path | str:
 
 def make_runner(spec: RowSpec, s, workdir: Path, say):
     """An activated runner for ``spec`` under the BenchSettings ``s``, or a string: why this row is not available."""
-    if spec.backend == "torch":
-        kw = {"weights": s.weights} if s.weights else {"seed": 0}  # random weights: same speed
-        if spec.fused:
-            kw["fused"] = True
-        try:
-            runner = create_runner("torch", config=s.preset, device=s.device, dtype=spec.precision, **kw)
-        except TypeError:
-            return "not available: this version's torch backend has no fused path"
-        if s.threads:
-            import torch
-
-            torch.set_num_threads(s.threads)
+    precision = PRECISION_ALIASES.get(spec.precision, spec.precision)
+    if spec.backend == "torch":  # random weights (seed 0) unless --weights: same speed
+        model = ModelSpec("torch", weights=str(s.weights) if s.weights else None, config=None if s.weights else s.preset,
+                          seed=None if s.weights else 0, fused=spec.fused)
     else:
         reason = available_backends().get(spec.backend, "unknown backend")
         if reason != "ok":
@@ -114,12 +105,9 @@ def make_runner(spec: RowSpec, s, workdir: Path, say):
         if engine_dir is None:
             return (f"not available: no --engine-dir (graphs for preset '{s.preset}' made by "
                     f"'avs-export onnx'{' and avs-export build' if spec.backend == 'tensorrt' else ''})")
-        if spec.backend == "onnxruntime":
-            providers = ["cuda"] if s.device.startswith("cuda") else ["cpu"]
-            runner = create_runner("onnxruntime", engine_dir=engine_dir, providers=providers,
-                                   precision=_ONNX_PRECISION[spec.precision], threads=s.threads)
-        else:
-            runner = create_runner(spec.backend, engine_dir=engine_dir)
+        model = ModelSpec(spec.backend, engine_dir=str(engine_dir))
+        precision = precision if spec.backend == "onnxruntime" else None
+    runner = model.replace(device=s.device, precision=precision, threads=s.threads or None).create()
     runner.activate()
     if runner.config != resolve(s.preset) and s.weights is None:
         name = runner.config.name

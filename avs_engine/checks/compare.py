@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def rel_l2(y: np.ndarray, ref: np.ndarray) -> float:
-    """||y - ref|| / ||ref|| in float64 (inf when y has non-finite values)."""
-    y = np.asarray(y, np.float64)
-    ref = np.asarray(ref, np.float64)
+def _float64(x) -> np.ndarray:
+    """An array, or a torch tensor of any dtype and device (no torch import here), as float64 numpy."""
+    return x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, np.float64)
+
+
+def rel_l2(y, ref) -> float:
+    """||y - ref|| / ||ref|| in float64 (inf when y has non-finite values); numpy arrays or torch tensors."""
+    y, ref = _float64(y), _float64(ref)
     if not np.isfinite(y).all():
         return float("inf")
     den = np.linalg.norm(ref)

@@ -278,3 +278,18 @@ def parity_report(
                 )
             )
     return report
+
+
+def verify_export(model, manifest, *, T: int = 2, fp16_reference: str = "auto", threads: int | None = None,
+                  progress=lambda msg: None) -> ParityReport | None:
+    """After ``avs-export onnx``: the graphs of ``manifest`` (an export's Manifest) against ``model``, the report
+    stored in the manifest. INT8 graphs are not measured here (their export checked them against FP32 by masks,
+    a bar of agreement, not float parity). None when only INT8 graphs were written."""
+    checked = [p for p in manifest.precisions if p != "int8"]
+    if not checked:
+        return None
+    progress(f"verifying against PyTorch on ONNX Runtime CPU (T={T}) ...")
+    report = parity_report(model, manifest.root, T=T, precisions=checked, fp16_reference=fp16_reference, threads=threads)
+    manifest.parity = report.to_dict()
+    manifest.write(manifest.root)
+    return report

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
 import click
 
 from ..errors import AvsError
-from .common import choose_model, echo_err, refuse_inapplicable
+from .common import echo_err
 from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, config_option, device_option,
-                      engine_dir_option, given, precision_option, threads_option, version_option, weights_option)
+                      engine_dir_option, precision_option, threads_option, version_option, weights_option)
 
 EXIT_INTERRUPTED = 130
 
@@ -24,35 +23,14 @@ def _need_ray(command: str = "avs-batch") -> None:
         raise AvsError(f"{command} needs Ray: pip install 'avs-engine[ray]'")
 
 
-def model_for_ray(ctx, command: str, *, backend, weights, config, engine_dir, device, precision, threads):
-    """Ray present, the model the options name, its refusals, the actors' runner recipe and the encoder side S.
+def model_for_ray(command: str, **options):
+    """Ray present, the model the options name (its refusals included) and the encoder side S.
     Raises AvsError with one line."""
+    from ..backends.model_spec import ModelSpec
+
     _need_ray(command)
-    choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-    refuse_inapplicable(choice, precision=precision, threads=threads, device=device if given(ctx, "device") else None)
-    spec = runner_spec(choice, device=device, precision=precision, threads=threads)
-    return spec, encoder_side(spec)
-
-
-def runner_spec(choice, *, device, precision, threads, vggish=None):
-    """The picklable recipe each inference actor builds its runner from."""
-    from ..scale.model import RunnerSpec
-
-    return RunnerSpec(backend=choice.backend, engine_dir=str(choice.engine_dir) if choice.engine_dir else None,
-                      weights=str(choice.weights) if choice.weights else None, config=choice.config,
-                      vggish=str(vggish) if vggish else None,
-                      device=device or ("cuda" if choice.backend == "tensorrt" else "cpu"),
-                      precision=precision, threads=threads)
-
-
-def encoder_side(spec) -> int:
-    """The encoder's input side S (from the manifest; the torch backend builds its runner here to learn it)."""
-    s = spec.img_size()
-    if s is None:
-        runner = spec.create().activate()
-        s = runner.config.encoder.img_size
-        runner.deactivate()
-    return int(s)
+    spec = ModelSpec.choose(**options)
+    return spec, spec.img_size()
 
 
 @click.command(cls=AvsCommand, context_settings=CONTEXT)
@@ -92,9 +70,9 @@ def encoder_side(spec) -> int:
 @click.option("--videos-per-batch", type=click.IntRange(1), default=4, show_default=True,
               help="Videos an actor takes at once; their clips share the encoder batches.")
 @click.option("--max-frames", type=click.IntRange(0), default=None, metavar="N",
-              help="Frames per call of the frame-wise stages (audio, image encoder, mask decoder), across the clips of "
-                   "several videos; 0: clip by clip through the runner's own chain.  [default on CPU: 0 (batches buy "
-                   "no speed there); on a GPU: TensorRT the engines' largest T, onnxruntime 32, torch 16]")
+              help="Frames per batch of clips the runner's run_clips takes (the clips of several videos; torch runs the "
+                   "frame-wise stages of a batch together on its device); 0: clip by clip.  [default on CPU: 0 (batches "
+                   "buy no speed there); on a GPU: TensorRT the engines' largest T, else 16]")
 @click.option("--max-fetch-mb", type=click.FloatRange(0, min_open=True), default=None, metavar="MB",
               help="Largest file fetched from a URL (larger ones fail with one line).  [default: no limit]")
 @click.option("--object-store-mb", type=click.IntRange(75), default=None, metavar="MB",
@@ -122,10 +100,10 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
     Exit code: 0 no failure, 1 some videos failed, 2 nothing could start, 130
     interrupted. How to run it on a cluster and what to size: docs/scale.md.
     """
-    ctx = click.get_current_context()
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        code = _main(ctx, sources, out_dir=out_dir, weights=weights, config=config, engine_dir=engine_dir,
+    from ..runtime.job import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        code = _main(sources, out_dir=out_dir, weights=weights, config=config, engine_dir=engine_dir,
                      backend=backend, device=device, precision=precision, threads=threads, clip_seconds=clip_seconds,
                      resize=resize, allow_silent=allow_silent, mask_format=mask_format, overlay=overlay,
                      retry_failed=retry_failed, address=address,
@@ -133,37 +111,30 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
                                    "decode_cpus": decode_cpus, "videos_per_batch": videos_per_batch},
                      max_frames=max_frames, max_fetch_mb=max_fetch_mb, object_store_mb=object_store_mb,
                      num_cpus=num_cpus, as_json=as_json, quiet=quiet)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt()
-
-
-def _main(ctx, sources, *, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds,
+def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds,
           resize, allow_silent, mask_format, overlay, retry_failed, address, plan_options, max_frames, max_fetch_mb,
           object_store_mb, num_cpus, as_json, quiet) -> int:
     say = (lambda line: None) if quiet and not as_json else (lambda line: click.echo(line, err=True))
     try:
-        spec, img_size = model_for_ray(ctx, "avs-batch", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
+        spec, img_size = model_for_ray("avs-batch", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
                                        device=device, precision=precision, threads=threads)
     except AvsError as e:
         echo_err(str(e))
         return 2
     from ..scale.job import BatchConfig, run_batch, summary_lines
-    from ..scale.outputs import OutputBusy
+    from ..runtime.outputs import OutputBusy
     from ..scale.resources import ResourceError
-    from ..scale.sources import expand_sources
-    from .inputs import VIDEO_SUFFIXES
+    from ..runtime.inputs import expand_inputs
 
-    found = expand_sources(sources, suffixes=VIDEO_SUFFIXES)
+    found = expand_inputs(sources, job=True)
     for note in found.notes:
         say(f"note: {note}")
     for err in found.errors:
         echo_err(err)
-    if not found.items:
+    if not found.videos:
         echo_err("no video to run")
         return 2
     cfg = BatchConfig(out_dir=str(out_dir), runner=spec, img_size=img_size, clip_seconds=clip_seconds, resize=resize,
@@ -171,7 +142,7 @@ def _main(ctx, sources, *, out_dir, weights, config, engine_dir, backend, device
                       retry_failed=retry_failed, fetch_max_bytes=int(max_fetch_mb * 1e6) if max_fetch_mb else None,
                       plan_options={k: v for k, v in plan_options.items() if v is not None})
     try:
-        summary = run_batch(found.items, cfg, progress=not quiet, address=address,
+        summary = run_batch(found.videos, cfg, progress=not quiet, address=address,
                             ray_kwargs={"num_cpus": num_cpus, "object_store_mb": object_store_mb, "quiet": True})
     except (OutputBusy, ResourceError) as e:
         echo_err(str(e))

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from ..errors import AvsError
-from .common import choose_model, echo_err, refuse_inapplicable, runner_options, set_threads
-from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, config_option, device_option,
-                      engine_dir_option, given, precision_option, threads_option, version_option, weights_option)
+from ..backends.model_spec import PRECISION_ALIASES, ModelSpec
+from .common import echo_err
+from .options import (CONTEXT, AvsCommand, alias, backend_option, config_option, device_option,
+                      engine_dir_option, precision_option, threads_option, version_option, weights_option)
 
 
 def _fmt(x) -> str:
@@ -52,27 +53,19 @@ def main(weights, config, vggish, engine_dir, backend, device, precision, genera
 
     Generated sets also report the noise-burst seconds alone.
     """
-    ctx = click.get_current_context()
     try:
-        choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-        refuse_inapplicable(choice, precision=precision, vggish=vggish, threads=threads, fusion_variant=fusion_variant,
-                            device=device if given(ctx, "device") else None)
+        spec = ModelSpec.choose(backend=backend, weights=weights, config=config, engine_dir=engine_dir, vggish=vggish,
+                                device=device, precision=precision, threads=threads, fusion_variant=fusion_variant)
         from ..train.eval_api import run_eval
 
-        options = runner_options(choice, device=device, precision=precision)
-        options.update(set_threads(choice.backend, threads) if choice.backend != "torch" else {})
-        doc = run_eval(weights=choice.weights, config=choice.config, vggish=vggish, backend=choice.backend, engine_dir=choice.engine_dir,
-                       device=options.get("device", "cpu"), dtype=options.get("dtype", "float32"), generated=generated, data_root=data_root,
-                       log_mel=log_mel, subset=subset, split=split, cache_dir=cache_dir, limit=limit, fusion_variant=fusion_variant,
-                       threads=threads or 0, progress=not quiet,
-                       runner_options=None if choice.backend == "torch" else {k: v for k, v in options.items() if k != "fused"})
-        if choice.bundled:
-            doc["model"]["summary"] += " - the bundled demo model"
+        runner = spec.create().activate()
+        doc = run_eval(runner, model=spec.describe(runner), generated=generated, data_root=data_root, log_mel=log_mel,
+                       subset=subset, split=split, cache_dir=cache_dir, limit=limit, progress=not quiet)
     except AvsError as e:
         echo_err(str(e))
         sys.exit(2)
     if json_out is None:
-        from ..io.rundir import next_run_dir
+        from ..runtime.outputs import next_run_dir
 
         json_out = next_run_dir(project, "eval") / "metrics.json"
     json_out.parent.mkdir(parents=True, exist_ok=True)

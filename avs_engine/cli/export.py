@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import AvsError, BackendError, CheckpointError
+from ..errors import AvsError
 from .common import echo_err
 from .options import (CLIP_SECONDS, CONTEXT, AvsGroup, alias, clip_seconds_option, config_option, precision_option, threads_option,
                       version_option, weights_option)
@@ -20,7 +20,7 @@ def main():
 
     \b
     avs-export onnx   the four ONNX graphs (FP32, FP16 and/or INT8) + manifest + parity report
-    avs-export build  FP16 TensorRT engines from those graphs (needs TensorRT and a GPU)
+    avs-export build  TensorRT engines (fp16 or fp32) from those graphs (needs TensorRT and a GPU)
     avs-export check  ONNX Runtime vs the TensorRT engines, per graph and by mask IoU
     """
 
@@ -62,7 +62,9 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
     1 when parity fails.
     """
     try:
-        from ..export.onnx_export import check_options, export_onnx
+        from ..checks.int8_check import int8_inputs
+        from ..checks.onnx_parity import verify_export
+        from ..export.onnx_export import check_options, export_onnx, load_for_export, precision_set
 
         precision = export_precision(precision)
         check_options(precision, opset)
@@ -70,18 +72,20 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
             import torch
 
             torch.set_num_threads(threads)
-        model, checkpoint = load_model(config, weights, vggish, allow_missing_fusion, seed)
+        model, checkpoint = load_for_export(config, weights, vggish, allow_missing_fusion=allow_missing_fusion, seed=seed)
         click.echo(f"model: {model.config.name} ({checkpoint.get('summary', '')}) -> {out}")
-        result = export_onnx(model, out, precision=precision, opset=opset, checkpoint=checkpoint, verify=verify,
-                             verify_frames=clip_seconds, fp16_reference=fp16_reference, progress=click.echo,
-                             threads=threads, int8_clips=int8_clips, int8_min_iou=int8_min_iou)
+        int8 = (int8_inputs(model.config, clips=int8_clips, T=clip_seconds, min_iou=int8_min_iou)
+                if "int8" in precision_set(precision) else {})
+        result = export_onnx(model, out, precision=precision, opset=opset, checkpoint=checkpoint, progress=click.echo,
+                             threads=threads, **int8)
+        report = verify_export(model, result.manifest, T=clip_seconds, fp16_reference=fp16_reference, threads=threads,
+                               progress=click.echo) if verify else None
     except ModuleNotFoundError as e:
         echo_err(f"avs-export onnx needs {e.name}: pip install 'avs-engine[export]'")
         sys.exit(2)
     except (AvsError, OSError) as e:
         echo_err(str(e))
         sys.exit(2)
-    report = result.report
     if report is not None:
         for line in report.lines():
             click.echo(line)
@@ -100,32 +104,6 @@ def export_precision(precision) -> str:
     if wanted == {"fp32", "fp16"}:
         return "both"
     return ",".join(p for p in ("fp32", "fp16", "int8") if p in wanted)
-
-
-def load_model(config, weights, vggish, allow_missing_fusion, seed):
-    """The float32 reference model (SAM's own attention code: the graphs are exported from it and
-    checked against it) and a description of its weights for the manifest."""
-    from ..backends.torch_backend import TorchRunner
-    from ..artifacts.graph_manifest import sha256_file
-
-    if seed is not None and weights is not None:
-        raise BackendError("give either --weights or --seed, not both")
-    if seed is None and weights is None:
-        raise BackendError("no weights given: --weights FILE (or --seed N for random weights)")
-    for path in (weights, vggish):
-        if path is not None and not Path(path).is_file():
-            raise CheckpointError(f"{path}: checkpoint file not found")
-    runner = TorchRunner(weights=weights, config=config or ("tiny" if seed is not None else None), vggish=vggish,
-                         seed=seed, allow_missing_fusion=allow_missing_fusion, attention="sam").activate()
-    if seed is not None:
-        return runner.model, {"random_seed": seed, "summary": f"random weights, seed {seed}"}
-    files = [{"role": "weights", "file": Path(weights).name, "sha256": sha256_file(weights)}]
-    if vggish is not None:
-        files.append({"role": "vggish", "file": Path(vggish).name, "sha256": sha256_file(vggish)})
-    layout = runner.load_report.layout if runner.load_report is not None else "unknown"
-    return runner.model, {"layout": layout, "files": files, "summary": f"{layout} weights from {Path(weights).name}"}
-
-
 
 
 def _register_tensorrt_commands() -> None:

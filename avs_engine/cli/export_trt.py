@@ -45,7 +45,7 @@ EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 1, 2, 3
 @version_option()
 def build_cmd(onnx_dir, out, precision, weak_typing, min_t, opt_t, max_t, workspace_gb, timing_cache, device, force, weights, config, seed,
               verbose):
-    """Build FP16 TensorRT engines (one per graph) from an avs-export onnx folder.
+    """Build TensorRT engines (one per graph; fp16 by default, or fp32) from an avs-export onnx folder.
 
     Each graph gets one optimisation profile with T (frames per clip) from
     --min-t to --max-t, tuned for --opt-t. The engines, TensorRT's timing cache
@@ -85,12 +85,11 @@ def build_cmd(onnx_dir, out, precision, weak_typing, min_t, opt_t, max_t, worksp
 def _export_first(onnx_dir: Path, weights, config, seed) -> None:
     """avs-export onnx --precision both into ``onnx_dir`` (needs torch)."""
     try:
-        from ..export.onnx_export import export_onnx
-        from .export import load_model
+        from ..export.onnx_export import export_onnx, load_for_export
     except ModuleNotFoundError as e:
         raise AvsError(f"exporting the graphs first needs {e.name}: pip install 'avs-engine[export]' "
                        f"(or run avs-export onnx --out {onnx_dir} elsewhere)") from None
-    model, checkpoint = load_model(config, weights, None, False, seed)
+    model, checkpoint = load_for_export(config, weights, seed=seed)
     click.echo(f"no graphs in {onnx_dir}: exporting {model.config.name} first")
     export_onnx(model, onnx_dir, precision="both", checkpoint=checkpoint, progress=click.echo)
 

@@ -19,13 +19,11 @@ import click
 from click.core import ParameterSource
 
 from .. import __version__
+from ..backends.model_spec import PRECISION_ALIASES, PRECISION_DTYPE
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-# Names people bring from torch; accepted and normalised.
-PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
-TORCH_DTYPE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PRECISIONS = tuple(PRECISION_DTYPE)  # fp32, fp16, bf16
 
 
 class PrecisionType(click.ParamType):

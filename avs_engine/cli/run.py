@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from ..errors import AvsError
-from .common import choose_model, echo_err, error_line, make_runner, model_description, quote_path, refuse_inapplicable
-from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, clip_seconds_option, compile_option,
-                      config_option, device_option, engine_dir_option, given, precision_option, tf32_option, threads_option,
+from ..backends.model_spec import PRECISION_ALIASES, ModelSpec
+from .common import echo_err, quote_path
+from .options import (CONTEXT, AvsCommand, alias, backend_option, clip_seconds_option, compile_option,
+                      config_option, device_option, engine_dir_option, precision_option, tf32_option, threads_option,
                       version_option, weights_option)
-from .run_video import run_video
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, timeout, a container stop), raised like Ctrl-C so that the same clean-up runs."""
-
-
-class _SigtermAsInterrupt:
-    """While active, the first SIGTERM raises :class:`Terminated` in the main thread; later ones are ignored
-    (the clean-up is under way)."""
-
-    def __enter__(self):
-        self.fired = False
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
-        return self
-
-    def _handler(self, signum, frame):
-        if not self.fired:
-            self.fired = True
-            raise Terminated()
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 @click.command(cls=AvsCommand, context_settings=CONTEXT)
@@ -101,9 +73,10 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
     done, 1 some failed, 2 nothing could start, 130 interrupted (Ctrl-C), 143
     terminated (SIGTERM); an interrupted run removes what it had half-written.
     """
-    ctx = click.get_current_context()
-    with _SigtermAsInterrupt():
-        code = _main(ctx, videos, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, backend=backend, device=device,
+    from ..runtime.job import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        code = _main(videos, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, backend=backend, device=device,
                      precision=precision, fused=fused, global_attention_precision=global_attention_precision, tf32=tf32,
                      compile_blocks=compile_blocks, cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
                      allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
@@ -111,103 +84,93 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
     sys.exit(code)
 
 
-def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32,
+def _main(videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32,
           compile_blocks, cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
-    from ..io.rundir import clean_up_run_dir, next_run_dir, staging_folders
-    from .inputs import expand_inputs
+    from tqdm import tqdm
+
+    from ..runtime import Pipeline
+    from ..runtime.job import Terminated, run_videos
+    from ..runtime.inputs import expand_inputs
 
     def say(line: str) -> None:
         if not as_json:
             click.echo(line, err=True)
 
-    run_dir, created, before = None, False, set()
-    done_dirs: list[str] = []
     try:
-        try:
-            choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
-            refuse_inapplicable(choice, precision=precision, fused=fused, cuda_graph=cuda_graph, vggish=vggish, threads=threads,
-                                device=device if given(ctx, "device") else None,
+        spec = ModelSpec.choose(backend=backend, weights=weights, config=config, engine_dir=engine_dir, vggish=vggish,
+                                device=device, precision=precision, threads=threads, fused=fused, cuda_graph=cuda_graph,
                                 global_attention_precision=global_attention_precision, tf32=tf32,
                                 compile_blocks=compile_blocks)
-        except AvsError as e:
-            echo_err(str(e))
-            return 2
-        inputs = expand_inputs(videos)
-        if not inputs.videos:
-            for note in inputs.notes:
-                say(f"note: {note}")
-            for err in inputs.errors:
-                echo_err(err)
-            echo_err("no video to run")
-            return 2
-        try:
-            runner = make_runner(choice, vggish=vggish, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
-                                 threads=threads, global_attention_precision=global_attention_precision, tf32=tf32,
-                                 compile_blocks=compile_blocks)
-            runner.activate()
-            if choice.backend == "tensorrt":
-                from ..artifacts.engine_manifest import check_clip_length
-
-                # refuse before any decoding; short videos run with T = their length (always <= -T)
-                check_clip_length(runner.manifest, clip_seconds)
-        except AvsError as e:
-            echo_err(str(e))
-            return 2
-
-        model = model_description(runner, choice.weights, bundled=choice.bundled)
-        say(f"model: {model['summary']}")
-        for w in getattr(runner, "warnings", []) or []:
-            say(f"warning: {w}")
+    except AvsError as e:
+        echo_err(str(e))
+        return 2
+    inputs = expand_inputs(videos)
+    if not inputs.videos:
         for note in inputs.notes:
             say(f"note: {note}")
         for err in inputs.errors:
             echo_err(err)
+        echo_err("no video to run")
+        return 2
+    try:
+        runner = spec.create().activate()
+        if spec.backend == "tensorrt":
+            from ..artifacts.engine_manifest import check_clip_length
 
-        existed = exist_ok and (Path(project) / name).is_dir()
-        run_dir = next_run_dir(project, name, exist_ok=exist_ok)
-        created = not existed
-        before = staging_folders(run_dir)
-        results, failed = [], 0
-        t0 = time.perf_counter()
-        for item in inputs.items:
-            if item.path is None:
-                failed += 1
-                results.append({"video": item.source, "error": item.error})
-                continue
-            video = item.path
-            try:
-                res = run_video(runner, video, run_dir, clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
-                                overlay=overlay, model=model, progress=not (quiet or as_json), save_logits=save_logits)
-                results.append(res)
-                done_dirs.append(res.get("output_dir", ""))
-                for w in res["warnings"]:
-                    say(f"warning: {quote_path(video)}: {w}")
-                say(f"{quote_path(video)}: {len(res['seconds'])} s segmented; {res['speed_line']}")
-            except Exception as e:  # any failure of one video (ours, ONNX Runtime's, PyAV's, a full disk...): the batch goes on
-                failed += 1
-                line = error_line(video, e)
-                echo_err(line)
-                results.append({"video": str(video), "error": line})
-        elapsed = time.perf_counter() - t0
-    except KeyboardInterrupt as e:
-        if run_dir is not None:
-            clean_up_run_dir(run_dir, keep=before, remove_if_empty=created)
-        what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        kept = [d for d in done_dirs if d]
-        click.echo(f"{what}: {len(kept)} video(s) done" + (f", saved under {run_dir}" if kept else ", nothing saved")
+            # refuse before any decoding; short videos run with T = their length (always <= -T)
+            check_clip_length(runner.manifest, clip_seconds)
+    except AvsError as e:
+        echo_err(str(e))
+        return 2
+    model = spec.describe(runner)
+    say(f"model: {model['summary']}")
+    for w in getattr(runner, "warnings", []) or []:
+        say(f"warning: {w}")
+    for note in inputs.notes:
+        say(f"note: {note}")
+    for err in inputs.errors:
+        echo_err(err)
+
+    def told(item, doc):
+        if item.path is None:
+            return
+        if "error" in doc:
+            echo_err(doc["error"])
+            return
+        for w in doc["warnings"]:
+            say(f"warning: {quote_path(item.path)}: {w}")
+        say(f"{quote_path(item.path)}: {len(doc['seconds'])} s segmented; {doc['speed_line']}")
+
+    def progress_bar(video):
+        if quiet or as_json:
+            return None
+        bar = tqdm(desc=Path(video).name, unit="s", leave=False)
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        return advance
+
+    pipeline = Pipeline(runner, clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent)
+    run = run_videos(pipeline, inputs.items, project=project, name=name, exist_ok=exist_ok, on_video=told,
+                     progress=progress_bar, overlay=overlay, save_logits=save_logits, model=model)
+    if run.interrupted is not None:
+        what = "terminated" if isinstance(run.interrupted, Terminated) else "interrupted"
+        saved = len(run.done) and run.saved
+        click.echo(f"{what}: {len(run.done)} video(s) done" + (f", saved under {run.run_dir}" if saved else ", nothing saved")
                    + "; half-written outputs removed", err=True)
-        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-
-    clean_up_run_dir(run_dir, keep=before, remove_if_empty=created)  # a run where nothing succeeded leaves no empty folder
-    total = len(inputs.items)
+        return EXIT_TERMINATED if isinstance(run.interrupted, Terminated) else EXIT_INTERRUPTED
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir) if run_dir.is_dir() else None, "model": model,
-                               "elapsed_s": round(elapsed, 3), "videos": results}, indent=2))
+        click.echo(json.dumps({"run_dir": str(run.run_dir) if run.saved else None, "model": model,
+                               "elapsed_s": round(run.elapsed_s, 3), "videos": run.results}, indent=2))
     else:
-        done = total - failed
-        where = f"Results saved to {run_dir}" if done and run_dir.is_dir() else "nothing saved"
-        click.echo(f"{done}/{total} video(s) done in {elapsed:.1f} s. {where}")
-    return 1 if failed else 0
+        total, done = len(run.results), len(run.done)
+        where = f"Results saved to {run.run_dir}" if done and run.saved else "nothing saved"
+        click.echo(f"{done}/{total} video(s) done in {run.elapsed_s:.1f} s. {where}")
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
@@ -67,17 +66,17 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
     whether the model answers; /docs is the OpenAPI page. Bad media get 4xx
     with a one-line reason. The API and its limits: docs/scale.md.
     """
-    ctx = click.get_current_context()
     try:
-        spec, img_size = model_for_ray(ctx, "avs-serve", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
+        spec, img_size = model_for_ray("avs-serve", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
                                        device=device, precision=precision, threads=threads)
     except AvsError as e:
         echo_err(str(e))
         sys.exit(2)
+    from ..runtime.job import sigterm_as_interrupt
     from ..scale.job import ray_context
     from ..scale.serve_app import ServeConfig, start, stop
 
-    gpus = gpus_per_replica if gpus_per_replica is not None else (0.0 if spec.device == "cpu" else 1.0)
+    gpus = gpus_per_replica if gpus_per_replica is not None else (0.0 if spec.device_name == "cpu" else 1.0)
     cfg = ServeConfig(runner=spec, img_size=img_size, clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
                       allow_sources=tuple(allow_sources), max_upload_mb=max_upload_mb, max_video_s=max_video_s,
                       timeout_s=timeout_s, model_replicas=replicas, ingress_replicas=ingress_replicas,
@@ -85,21 +84,17 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
                       batch_wait_s=batch_wait_ms / 1e3)
     ray_context(address, num_cpus=num_cpus, quiet=True)
     # After Ray starts (it installs its own SIGTERM handler): SIGTERM (a container stop) stops as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        url = start(cfg, host=host, port=port)
-        click.echo(f"avs-serve: {url}/v1/segment (OpenAPI page: {url}/docs); Ctrl-C stops", err=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("avs-serve: shutting down", err=True)
-    finally:
-        stop()
+    with sigterm_as_interrupt():
+        try:
+            url = start(cfg, host=host, port=port)
+            click.echo(f"avs-serve: {url}/v1/segment (OpenAPI page: {url}/docs); Ctrl-C stops", err=True)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            click.echo("avs-serve: shutting down", err=True)
+        finally:
+            stop()
     sys.exit(0)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import onnx
 import torch
@@ -47,7 +47,6 @@ Progress = Callable[[str], None]
 class ExportResult:
     out_dir: Path
     manifest: Manifest
-    report: Any = None  # verify.ParityReport when verify=True
 
 
 def example_inputs(stage: StageSpec, config, T: int = EXAMPLE_T, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -230,28 +229,28 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     checkpoint: dict[str, Any] | None = None,
     external_data: bool | None = None,
-    verify: bool = False,
-    verify_frames: int = 2,
-    fp16_reference: str = "auto",
     progress: Progress = lambda msg: None,
     threads: int | None = None,
-    int8_clips: int | None = None,
-    int8_min_iou: float | None = None,
+    int8_calibration: Sequence[Mapping[str, Any]] = (),
+    int8_check: Callable | None = None,
 ) -> ExportResult:
     """Write the four graphs (``precision``: fp32, fp16, int8, both, or a comma-separated mix) and
     ``manifest.json`` to ``out_dir``.
 
     ``model``: the reference model with its weights (put in eval mode);
     ``checkpoint``: what the weights came from (file names and sha256), for the manifest;
-    ``external_data``: None decides per graph by size;
-    ``verify``: measure parity against ``model`` on a clip of ``verify_frames`` frames
-    (:func:`avs_engine.checks.onnx_parity.parity_report`) and store the report in the manifest. ``progress`` receives one line per step.
-    ``threads``: ONNX Runtime's intra-op threads for the check (default: its own).
-    ``int8_clips``, ``int8_min_iou``: the INT8 graphs' check against FP32 (:mod:`avs_engine.export.int8_export`):
-    generated clips of ``verify_frames`` seconds, and the median mask IoU a graph needs to ship in INT8.
+    ``external_data``: None decides per graph by size; ``progress`` receives one line per step.
+    ``threads``: ONNX Runtime's intra-op threads for the INT8 work (default: its own).
+    ``int8_calibration``, ``int8_check``: for the int8 set, the calibration clips and the check each
+    INT8 graph must pass against FP32 (the checks package's ``int8_inputs`` makes both;
+    :mod:`avs_engine.export.int8_export`). Parity against PyTorch is measured after the export
+    (``verify_export`` in the checks package, run by the CLI).
     """
     check_options(precision, opset)
     precisions = precision_set(precision)
+    if "int8" in precisions and int8_check is None:
+        raise ConfigError("int8 graphs need the check against FP32 they must pass (int8_check; "
+                          "int8_inputs of the checks package makes it)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -276,11 +275,11 @@ def export_onnx(
         fp32_files[stage] = files
         progress(msg)
     if "int8" in precisions:
-        from .int8_export import DEFAULT_CLIPS, DEFAULT_MIN_IOU, build_int8
+        from .int8_export import build_int8
 
-        int8_files, records = build_int8(
-            out, {s: f[0] for s, f in fp32_files.items()}, config, clips=int8_clips or DEFAULT_CLIPS, T=verify_frames,
-            min_iou=DEFAULT_MIN_IOU if int8_min_iou is None else int8_min_iou, threads=threads, progress=progress)
+        int8_files, records = build_int8(out, {s: f[0] for s, f in fp32_files.items()}, config,
+                                         calibration=list(int8_calibration), check=int8_check, threads=threads,
+                                         progress=progress)
         for stage in STAGE_ORDER:
             f = int8_files[stage]
             entry = _entry(out, stage, "int8", fp32_files[stage] if f == fp32_files[stage][0] else [f, *external_data_files(f)])
@@ -306,18 +305,32 @@ def export_onnx(
     )
     manifest.write(out)
     progress(f"manifest: {manifest.path}")
-    report = None
-    if verify:
-        from ..checks.onnx_parity import parity_report
+    return ExportResult(out_dir=out, manifest=manifest)
 
-        # int8 graphs were checked against the FP32 graphs above (a bar of mask agreement, not float parity)
-        checked = [p for p in manifest.precisions if p != "int8"]
-        if checked:
-            progress(f"verifying against PyTorch on ONNX Runtime CPU (T={verify_frames}) ...")
-            report = parity_report(model, out, T=verify_frames, precisions=checked, fp16_reference=fp16_reference, threads=threads)
-            manifest.parity = report.to_dict()
-            manifest.write(out)
-    return ExportResult(out_dir=out, manifest=manifest, report=report)
+
+def load_for_export(config, weights, vggish=None, *, allow_missing_fusion: bool = False, seed: int | None = None):
+    """The float32 reference model (SAM's own attention code: the graphs are exported from it and
+    checked against it) and a description of its weights for the manifest (file names, sha256)."""
+    from ..errors import CheckpointError
+    from ..reference.checkpoint import load_model
+    from ..artifacts.graph_manifest import sha256_file
+
+    if seed is not None and weights is not None:
+        raise ConfigError("give either --weights or --seed, not both")
+    if seed is None and weights is None:
+        raise ConfigError("no weights given: --weights FILE (or --seed N for random weights)")
+    for path in (weights, vggish):
+        if path is not None and not Path(path).is_file():
+            raise CheckpointError(f"{path}: checkpoint file not found")
+    model, report = load_model(weights, config, vggish, seed=seed, allow_missing_fusion=allow_missing_fusion)
+    model.eval()
+    if seed is not None:
+        return model, {"random_seed": seed, "summary": f"random weights, seed {seed}"}
+    files = [{"role": "weights", "file": Path(weights).name, "sha256": sha256_file(weights)}]
+    if vggish is not None:
+        files.append({"role": "vggish", "file": Path(vggish).name, "sha256": sha256_file(vggish)})
+    layout = report.layout if report is not None else "unknown"
+    return model, {"layout": layout, "files": files, "summary": f"{layout} weights from {Path(weights).name}"}
 
 
 def _size(files: list[Path]) -> str:

@@ -11,6 +11,6 @@
   maths (CPU checks).
 
 The PyTorch side (the exact-algebra forms these kernels implement, and the
-pass that installs them in a model) is ``avs_engine.exact``. ``import
+pass that installs them in a model) is the ``exact`` package. ``import
 avs_engine.kernels`` imports none of the submodules.
 """

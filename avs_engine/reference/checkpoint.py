@@ -341,3 +341,32 @@ def save_authors_checkpoint(model: torch.nn.Module, path: str | Path, *, state: 
     torch.save(sd, tmp)
     tmp.replace(path)
     return path
+
+
+def load_model(weights: str | Path | None = None, config=None, vggish: str | Path | None = None, *, seed: int | None = None,
+               allow_missing_fusion: bool = False, fusion_variant: str | None = None):
+    """The reference model from its weights, for everyone who needs the PyTorch model: a bundle (its config
+    is used), or a checkpoint of any layout with ``config`` (a preset, a JSON file or a ModelConfig) and,
+    where it has no audio weights, ``vggish``; or, without weights, random weights from ``seed`` (tests,
+    benchmarks; ``config`` default tiny). ``fusion_variant``: run the fusion as this ablation instead of
+    what the weights were trained as. Returns (model on the CPU in float32, the LoadReport or None)."""
+    from .build import build_model
+    from .variants import apply_variant
+
+    report = None
+    if weights is not None and not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: checkpoint file not found")
+    if weights is not None and is_bundle(weights):
+        model, report = load_bundle(weights)
+    elif weights is not None:
+        if config is None:
+            raise CheckpointError(f"{weights}: not a bundle, so the model config is needed (--config PRESET|FILE)")
+        model = build_model(config, device="cpu" if allow_missing_fusion else "meta")
+        report = load_checkpoint(model, weights, vggish=vggish, allow_missing_fusion=allow_missing_fusion)
+    elif seed is not None:
+        model = build_model(config or "tiny", seed=seed)
+    else:
+        raise CheckpointError("no weights given (--weights FILE)")
+    if fusion_variant:
+        apply_variant(model, fusion_variant)
+    return model, report

@@ -44,6 +44,12 @@ class ClipInput:
     def T(self) -> int:
         return int(self.frames.shape[0])
 
+    @property
+    def window_row(self) -> list[int]:
+        """The window as ``[start, length, first new second, last new + 1]`` (to ship between tasks)."""
+        w = self.window
+        return [w.start, w.length, w.new_seconds[0] if w.new_seconds else 0, w.new_seconds[-1] + 1 if w.new_seconds else 0]
+
 
 class ClipSource:
     """Probes a video, plans its clip windows and yields each window's :class:`ClipInput`.

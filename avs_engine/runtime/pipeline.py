@@ -17,13 +17,13 @@ from ..atomic import write_json_atomic
 from ..artifacts.spec import STAGE_ORDER
 from ..backends.base import Runner
 from ..io.postprocess import logits_to_masks, mask_stats
-from ..io.rundir import VideoOutput
+from .outputs import VideoOutput
 from .clip_source import ClipSource
 from .model_step import ModelStep
 from .results import SecondResult, VideoResult
 from .threads import background
 from .timing import StageTimer
-from .writer import LOGITS_DIR, MASKS_DIR, OVERLAY_NAME, VideoWriter
+from .writer import VideoWriter
 
 # Where each timed step runs, in pipeline order (the three pieces overlap, so these add up to more than the wall time).
 SOURCE_STEPS = ("decode", "squash")
@@ -93,18 +93,7 @@ class Pipeline:
         with VideoOutput(run_dir, Path(path).stem) as out:
             writer = VideoWriter(result, out.path, self.model.img_size, overlay=overlay, save_logits=save_logits,
                                  masks_function=self.model.runner.masks_function())
-            done = 0
-            try:
-                for pred in self.predictions(result, timer):
-                    writer.put(pred)
-                    done += len(pred.window.new_seconds)
-                    if progress is not None:
-                        progress(done, result.n_seconds)
-                overlay_path = writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-            result.seconds.sort(key=lambda s: s.second)
+            writer.write_all(self.predictions(result, timer), progress)
             for k, v in writer.seconds_s.items():
                 timer.add(k, v, calls=len(result.seconds))
             result.timings = self._timings(timer, with_writer=True)
@@ -113,8 +102,7 @@ class Pipeline:
             doc["model"] = {k: v for k, v in (model or {}).items() if k != "summary"}
             doc["timings"]["total_s"] = round(total, 6)
             doc["timings"]["realtime_factor"] = round(result.duration_s / total, 4) if total > 0 else None
-            doc["outputs"] = {"masks": f"{MASKS_DIR}/", "overlay": OVERLAY_NAME if overlay_path else None,
-                              "logits": f"{LOGITS_DIR}/" if save_logits else None}
+            doc["outputs"] = writer.outputs()
             write_json_atomic(out.path / "result.json", doc)
             final = out.commit()
         stages, n = doc["timings"]["stages"], max(len(result.seconds), 1)

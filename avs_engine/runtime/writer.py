@@ -105,6 +105,30 @@ class VideoWriter:
             self.seconds_s["write"] += time.perf_counter() - t0
         return self.overlay_path
 
+    def write_all(self, predictions, progress=None) -> Path | None:
+        """Every prediction, then :meth:`close` (:meth:`abort` and re-raise on any failure); the result's
+        seconds end in order. ``progress(done, total)``: seconds handed over so far, the video's total.
+        Returns the overlay's path (None if not written)."""
+        done = 0
+        try:
+            for pred in predictions:
+                self.put(pred)
+                done += len(pred.window.new_seconds)
+                if progress is not None:
+                    progress(done, self.result.n_seconds)
+            overlay_path = self.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.result.seconds.sort(key=lambda s: s.second)
+        return overlay_path
+
+    def outputs(self) -> dict:
+        """What ``result.json`` says was written (relative names; None for what was not)."""
+        return {"masks": RLE_NAME if self.mask_format == "rle" else f"{MASKS_DIR}/",
+                "overlay": OVERLAY_NAME if self.overlay_path else None,
+                "logits": f"{LOGITS_DIR}/" if self.save_logits else None}
+
     def abort(self) -> None:
         self._worker.abort()
         if self._overlay is not None:

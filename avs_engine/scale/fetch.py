@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import MediaError
-from .sources import is_url
+from ..runtime.inputs import is_url
 
 CHUNK = 1 << 20
 

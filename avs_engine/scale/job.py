@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from ..atomic import write_json_atomic
-from .model import RunnerSpec
-from .outputs import SUMMARY_NAME, OutputDir
+from ..backends.model_spec import ModelSpec
+from ..runtime.outputs import SUMMARY_NAME, OutputDir
 
 STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
 from .resources import ResourcePlan, plan_resources
-from .sources import Source
+from ..runtime.inputs import Input
 from .stages import STAGE_ORDER, InferenceActor, decode_video, write_video
 
 
@@ -40,7 +40,7 @@ class BatchConfig:
     actor_cpus, actor_gpus, threads, decode_cpus, write_cpus, videos_per_batch)."""
 
     out_dir: str
-    runner: RunnerSpec
+    runner: ModelSpec
     img_size: int = 224
     clip_seconds: int = 5
     resize: str = "avsbench"
@@ -74,7 +74,7 @@ def ray_context(address: str | None = None, *, num_cpus: int | None = None, num_
     return ray
 
 
-def pending(sources: Sequence[Source], out: OutputDir, retry_failed: bool) -> tuple[list[Source], int, int, dict]:
+def pending(sources: Sequence[Input], out: OutputDir, retry_failed: bool) -> tuple[list[Input], int, int, dict]:
     """(to run, skipped as done, skipped as failed, the failure records kept).
 
     The failures file is rewritten first: records of videos now done, or about to be retried, are dropped."""
@@ -128,7 +128,7 @@ class Progress:
                 f"{self.video_s:.0f} s of video in {wall:.1f} s = {rate:.2f} s/s, ETA {eta:.0f} s")
 
 
-def build_dataset(todo: Sequence[Source], cfg: BatchConfig, plan: ResourcePlan):
+def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
     """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated)."""
     import ray
 
@@ -148,7 +148,7 @@ def build_dataset(todo: Sequence[Source], cfg: BatchConfig, plan: ResourcePlan):
     return ds
 
 
-def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = True, address: str | None = None,
+def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = True, address: str | None = None,
               ray_kwargs: dict | None = None, on_row: Callable[[dict], None] | None = None) -> dict:
     """Run the job; returns the summary (also written to ``out_dir/summary.json``).
 
@@ -171,7 +171,7 @@ def run_batch(sources: Sequence[Source], cfg: BatchConfig, *, progress: bool = T
             ray = ray_context(address, **(ray_kwargs or {}))
             phases["ray_start_s"] = time.perf_counter() - t1
             res = ray.cluster_resources()
-            plan = plan_resources(res.get("CPU", 1.0), res.get("GPU", 0.0), device=cfg.runner.device,
+            plan = plan_resources(res.get("CPU", 1.0), res.get("GPU", 0.0), device=cfg.runner.device_name,
                                   **cfg.plan_options)
             ray_info = {"version": ray.__version__, "cluster_cpus": res.get("CPU", 0.0),
                         "cluster_gpus": res.get("GPU", 0.0), "nodes": len(ray.nodes())}
@@ -232,7 +232,7 @@ def _summary(counts, video_s, wall, stages, plan, cfg, ray_info, out) -> dict:
                        "tasks, inference actors): they overlap, so they add up to more than the wall time",
         "plan": plan.to_dict() if plan else None,
         "ray": ray_info,
-        "runner": {"backend": cfg.runner.backend, "device": cfg.runner.device, "engine_dir": cfg.runner.engine_dir},
+        "runner": {"backend": cfg.runner.backend, "device": cfg.runner.device_name, "engine_dir": cfg.runner.engine_dir},
         "mask_format": cfg.mask_format,
         "failures_file": str(out.failures_path),
     }

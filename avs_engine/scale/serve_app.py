@@ -9,7 +9,7 @@ Two deployments:
   bytes, video seconds, a wall-clock timeout per request.
 - :class:`Segmenter`: one runner per replica; ``@serve.batch`` gathers the
   clips of concurrent requests, up to ``max_batch_frames`` frames, and runs
-  them through :func:`~avs_engine.scale.model.run_clips` in one batch.
+  them through the runner's ``run_clips`` in one batch.
 
 Errors answer ``{"error": "<one line>", "request_id": ...}``: 400 a malformed
 request, 403 a path or URL not allowed, 413 an upload over the byte limit,
@@ -37,15 +37,13 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from .. import __version__
-from ..errors import AvsError, MediaError
+from ..errors import AvsError, MediaError, reason
 from ..runtime import rle
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
-from .model import RunnerSpec, describe, run_clips
-from .sources import is_url
-from .stages import reason
+from ..runtime.inputs import is_url
 
 log = logging.getLogger("avs_engine.serve")
 
@@ -65,7 +63,7 @@ class ServeConfig:
     (at least ``clip_seconds``); ``batch_wait_s``: how long it waits to fill a batch.
     """
 
-    runner: RunnerSpec
+    runner: object  # the ModelSpec each model replica builds its runner from
     img_size: int | None = None
     clip_seconds: int = 5
     resize: str = "avsbench"
@@ -126,14 +124,14 @@ def _frames_in(clips: list) -> int:
 class Segmenter:
     """One runner; clips from concurrent requests batched by frames (``@serve.batch`` with a frame count)."""
 
-    def __init__(self, spec: RunnerSpec, max_batch_frames: int = 32, batch_wait_s: float = 0.02) -> None:
+    def __init__(self, spec, max_batch_frames: int = 32, batch_wait_s: float = 0.02) -> None:
         self.spec = spec
         self.runner = spec.create().activate()
         self.model = ModelStep(self.runner)
         self.max_frames = int(max_batch_frames)
         self.infer.set_max_batch_size(self.max_frames)
         self.infer.set_batch_wait_timeout_s(float(batch_wait_s))
-        self._info = {**describe(self.runner, spec), "img_size": self.model.img_size}
+        self._info = {**spec.describe(self.runner), "img_size": self.model.img_size}
 
     def info(self) -> dict:
         return self._info
@@ -148,7 +146,7 @@ class Segmenter:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # In a thread: the replica keeps taking requests (the next batch fills) while this one runs.
-        logits = await asyncio.to_thread(run_clips, self.model, clips, self.max_frames, timings)
+        logits = await asyncio.to_thread(self.model.run_clips, clips, self.max_frames, timings)
         facts = {"clips": len(clips), "frames": _frames_in(clips), "seconds": time.perf_counter() - t0, "stages": timings}
         return [(lg, facts) for lg in logits]
 
@@ -317,14 +315,7 @@ class Ingress:
     def _write(self, result, clips, logits, overlay: bool, tmp: str, shown: str) -> dict:
         out = Path(tmp) / "out"
         writer = VideoWriter(result, out, self.img_size, overlay=overlay, mask_format="rle")
-        try:
-            for clip, lg in zip(clips, logits):
-                writer.put(ClipPrediction(clip.window, lg))
-            overlay_path = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        result.seconds.sort(key=lambda s: s.second)
+        overlay_path = writer.write_all(ClipPrediction(clip.window, lg) for clip, lg in zip(clips, logits))
         doc = result.to_json()
         doc["video"] = shown
         doc.pop("timings", None)

@@ -6,7 +6,8 @@
    the probe learned (``meta``, JSON).
 2. :class:`InferenceActor` (an actor pool): builds and activates one runner;
    each call takes several videos and runs all their clips through
-   :func:`~avs_engine.scale.model.run_clips` -> ``logits [n_clips, T, 1, L, L]``.
+   :meth:`~avs_engine.runtime.model_step.ModelStep.run_clips` (the runner's ``run_clips``) ->
+   ``logits [n_clips, T, 1, L, L]``.
 3. :func:`write_video` (a CPU task per video): the runtime's writer into a
    staging folder, then ``result.json``, then one rename.
 
@@ -26,30 +27,16 @@ import time
 import numpy as np
 
 from ..atomic import write_json_atomic
-from ..errors import AvsError
-from ..io.clips import Window
+from ..errors import reason
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.results import VideoResult
-from ..runtime.writer import MASKS_DIR, OVERLAY_NAME, RLE_NAME, VideoWriter
+from ..runtime.writer import VideoWriter
 from .fetch import local_copy
-from .model import RunnerSpec, default_max_frames, describe, run_clips
-from .outputs import RESULT_NAME, OutputDir
+from ..runtime.outputs import RESULT_NAME, OutputDir
 
 STAGE_ORDER = ("fetch", "decode", "squash", "preprocess", "audio", "image_encoder", "fusion", "mask_decoder",
                "postprocess", "write")
-
-
-def reason(e: BaseException, *paths: str) -> str:
-    """One line for any exception: the project's own messages as they are (a local or temporary path in front
-    dropped, since the failures file names the source), others with their type."""
-    msg = (str(e).strip().splitlines() or [""])[0].strip()
-    for p in paths:
-        if p and msg.startswith(p):
-            msg = msg[len(p):].lstrip(": ").strip()
-    if not isinstance(e, (AvsError, OSError)) or not msg:
-        msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    return msg
 
 
 def _empty_row_arrays() -> dict:
@@ -91,8 +78,7 @@ def decode_video(row: dict, *, img_size: int, clip_seconds: int = 5, resize: str
     meta = {"width": result.width, "height": result.height, "fps": result.fps, "duration_s": result.duration_s,
             "clip_seconds": result.clip_seconds, "n_seconds": result.n_seconds, "silent": result.silent,
             "warnings": result.warnings}
-    windows = np.array([[c.window.start, c.window.length, c.window.new_seconds[0] if c.window.new_seconds else 0,
-                         c.window.new_seconds[-1] + 1 if c.window.new_seconds else 0] for c in clips], np.int64)
+    windows = np.array([c.window_row for c in clips], np.int64)
     return {**base, "meta": json.dumps(meta), "timings": json.dumps(timings),
             "frames": np.stack([c.frames for c in clips]), "log_mel": np.stack([c.log_mel for c in clips]),
             "windows": windows}
@@ -104,16 +90,16 @@ def decode_video(row: dict, *, img_size: int, clip_seconds: int = 5, resize: str
 class InferenceActor:
     """One runner per actor, built once; each call runs the clips of several videos together.
 
-    ``max_frames``: frames per call of the frame-wise stages (None: the
-    runner's default, :func:`~avs_engine.scale.model.default_max_frames`).
+    ``spec``: a :class:`~avs_engine.backends.model_spec.ModelSpec`. ``max_frames``: frames per
+    ``run_clips`` batch (None: :meth:`~avs_engine.runtime.model_step.ModelStep.default_max_frames`).
     """
 
-    def __init__(self, spec: RunnerSpec, max_frames: int | None = None) -> None:
+    def __init__(self, spec, max_frames: int | None = None) -> None:
         self.spec = spec
         self.runner = spec.create().activate()
         self.model = ModelStep(self.runner)
-        self.max_frames = default_max_frames(self.runner) if max_frames is None else int(max_frames)
-        self.model_info = json.dumps({**describe(self.runner, spec), "img_size": self.model.img_size})
+        self.max_frames = self.model.default_max_frames() if max_frames is None else int(max_frames)
+        self.model_info = json.dumps({**spec.describe(self.runner), "img_size": self.model.img_size})
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["video_id"])
@@ -125,7 +111,7 @@ class InferenceActor:
         frames_of = {i: int(sum(f.shape[0] for f in rows[i]["frames"])) for i in ok}
         try:
             clips = [(f, m) for i in ok for f, m in zip(rows[i]["frames"], rows[i]["log_mel"])]
-            flat = run_clips(self.model, clips, self.max_frames, stage_s)
+            flat = self.model.run_clips(clips, self.max_frames, stage_s)
             k = 0
             for i in ok:
                 c = len(rows[i]["frames"])
@@ -134,8 +120,8 @@ class InferenceActor:
             stage_s = {}
             for i in ok:
                 try:
-                    logits[i] = run_clips(self.model, list(zip(rows[i]["frames"], rows[i]["log_mel"])),
-                                          self.max_frames, stage_s)
+                    logits[i] = self.model.run_clips(list(zip(rows[i]["frames"], rows[i]["log_mel"])),
+                                                     self.max_frames, stage_s)
                 except Exception as e:
                     errors[i] = reason(e)
         total_frames = max(1, sum(frames_of.values()))
@@ -198,17 +184,9 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
         with local_copy(source, max_bytes=fetch_max_bytes) if overlay else contextlib.nullcontext(source) as local:
             result.path = local
             writer = VideoWriter(result, staging, int(model["img_size"]), overlay=overlay, mask_format=mask_format)
-            try:
-                for w, lg in zip(np.asarray(row["windows"]), row["logits"]):
-                    start, length, lo, hi = (int(x) for x in w)
-                    window = Window(start, length, tuple(range(lo, hi)), length < result.clip_seconds)
-                    writer.put(ClipPrediction(window, np.asarray(lg, np.float32)))
-                overlay_path = writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+            writer.write_all(ClipPrediction.from_row(w, lg, result.clip_seconds)
+                             for w, lg in zip(np.asarray(row["windows"]), row["logits"]))
             result.path = source
-        result.seconds.sort(key=lambda s: s.second)
         for k, v in writer.seconds_s.items():
             timings[k] = timings.get(k, 0.0) + v
         doc = result.to_json()
@@ -219,8 +197,7 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
                           "where": "fetch, decode and squash in a decode task; preprocess and the model's stages in an "
                                    "inference actor (this video's share, by frames, of a batch of several videos); "
                                    "postprocess and write in a writer task"}
-        doc["outputs"] = {"masks": RLE_NAME if mask_format == "rle" else f"{MASKS_DIR}/",
-                          "overlay": OVERLAY_NAME if overlay_path else None, "logits": None}
+        doc["outputs"] = writer.outputs()
         write_json_atomic(staging / RESULT_NAME, doc)
         final = out.commit(staging, video_id)
         summary.update(n_seconds=len(result.seconds), duration_s=result.duration_s, timings=json.dumps(timings),
@@ -232,4 +209,4 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
     return summary
 
 
-__all__ = ["InferenceActor", "STAGE_ORDER", "decode_video", "failed", "reason", "write_video"]
+__all__ = ["InferenceActor", "STAGE_ORDER", "decode_video", "failed", "write_video"]

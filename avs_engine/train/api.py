@@ -68,7 +68,7 @@ def run_training(*, preset_file=None, config=None, generated=False, data_root=No
         if resume is not None:
             out_dir = Path(resume).parent
         else:
-            from ..io.rundir import next_run_dir
+            from ..runtime.outputs import next_run_dir
 
             out_dir = next_run_dir(project, name)
     out_dir = Path(out_dir)

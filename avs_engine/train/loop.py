@@ -25,30 +25,10 @@ from ..errors import ConfigError
 from ..reference.build import build_model
 from .checkpoints import host_state_dict, write_best, write_last
 from .evaluate import evaluate_split, torch_predictor
+from .memory import set_trainable  # noqa: F401  (re-exported: the loop's freezing)
 from .input_pipeline import batch_indices, batch_source, host_batch  # noqa: F401  (host_batch: the loop's batches)
 from .recipe import TrainConfig
-from .variants import apply_variant
-
-_GROUP_PREFIXES = {
-    "adapters": ("image_encoder.prompt_generator.",),
-    "image_encoder": ("image_encoder.",),
-    "audio": ("audio_backbone.",),
-    "fusion": ("layers.", "audio_embed_layer."),
-    "mask_decoder": ("mask_decoder.",),
-}
-
-
-def set_trainable(model: torch.nn.Module, freeze: tuple[str, ...]) -> dict[str, int]:
-    """Freeze the named groups (the encoder's adapters stay trainable unless "adapters" is named).
-    Returns trainable parameter counts per group."""
-    counts: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        group = next(g for g, pre in _GROUP_PREFIXES.items() if name.startswith(pre))
-        p.requires_grad_(group not in freeze)
-        if p.requires_grad:
-            counts[group] = counts.get(group, 0) + p.numel()
-    return counts
-
+from ..reference.variants import apply_variant
 
 COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -178,8 +158,8 @@ def optimizer_step(opt: torch.optim.Optimizer, params: list, cfg: TrainConfig, s
 
 def resolve_device(device: str) -> torch.device:
     """The training device, checked (one :class:`ConfigError` line if this machine has no such device)."""
-    from ..backends.torch_backend import torch_device
     from ..errors import BackendError
+    from ..reference.device import torch_device
 
     try:
         return torch_device(torch, device)

@@ -124,10 +124,30 @@ def audio_elements(config: ModelConfig) -> int:
     return 2 * total
 
 
+_GROUP_PREFIXES = {
+    "adapters": ("image_encoder.prompt_generator.",),
+    "image_encoder": ("image_encoder.",),
+    "audio": ("audio_backbone.",),
+    "fusion": ("layers.", "audio_embed_layer."),
+    "mask_decoder": ("mask_decoder.",),
+}
+
+
+def set_trainable(model: torch.nn.Module, freeze: tuple[str, ...]) -> dict[str, int]:
+    """Freeze the named groups (the encoder's adapters stay trainable unless "adapters" is named).
+    Returns trainable parameter counts per group."""
+    counts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        group = next(g for g, pre in _GROUP_PREFIXES.items() if name.startswith(pre))
+        p.requires_grad_(group not in freeze)
+        if p.requires_grad:
+            counts[group] = counts.get(group, 0) + p.numel()
+    return counts
+
+
 def parameter_counts(config: ModelConfig, freeze: tuple[str, ...]) -> tuple[int, int]:
     """(all parameters, trainable ones) of the model, counted on the meta device."""
     from ..reference.build import build_model
-    from .loop import set_trainable
 
     model = build_model(config, device="meta")
     trainable = sum(set_trainable(model, freeze).values())

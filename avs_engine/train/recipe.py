@@ -88,7 +88,7 @@ class TrainConfig:
         bad = sorted(set(self.freeze) - set(FREEZABLE))
         if bad:
             raise ConfigError(f"{source}: cannot freeze {bad}; groups are {', '.join(FREEZABLE)}")
-        from .variants import VARIANTS
+        from ..reference.variants import VARIANTS
 
         if self.fusion_variant not in VARIANTS:
             raise ConfigError(f"{source}: fusion_variant must be one of {', '.join(VARIANTS)}")

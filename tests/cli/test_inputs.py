@@ -8,7 +8,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from avs_engine.cli.inputs import expand_inputs
+from avs_engine.runtime.inputs import expand_inputs
 from avs_engine.cli.run import main
 
 
@@ -39,7 +39,7 @@ def run(*args):
 
 def test_folder_expands_to_its_videos_sorted(videos):
     got = expand_inputs([str(videos)])
-    assert [p.name for p in got.videos] == ["a.MKV", "b.mp4", "c.mov"]
+    assert [i.path.name for i in got.videos] == ["a.MKV", "b.mp4", "c.mov"]
     assert not got.errors and len(got.notes) == 1 and "notes.txt" in got.notes[0] and "sub/" in got.notes[0]
 
 
@@ -49,7 +49,7 @@ def test_glob_list_and_errors_in_order(videos, tmp_path, monkeypatch):
     lst.parent.mkdir()
     lst.write_text(f"# my batch\n{videos / 'c.mov'}\n\n../videos/b.mp4\nmissing.mp4\n{videos / 'sub'}\n")
     got = expand_inputs(["videos/[ab]*", f"@{lst}", "nothing*.mp4", "@nolist.txt", "gone.mp4"])
-    assert [p.name for p in got.videos] == ["a.MKV", "b.mp4", "c.mov"]  # b.mp4 from the list is the same file: once
+    assert [i.path.name for i in got.videos] == ["a.MKV", "b.mp4", "c.mov"]  # b.mp4 from the list is the same file: once
     errors = got.errors
     assert len(errors) == 5
     assert "missing.mp4: file not found (listed in" in errors[0] and "line 5" in errors[0]
@@ -63,7 +63,7 @@ def test_glob_list_and_errors_in_order(videos, tmp_path, monkeypatch):
 def test_unreadable_file(tmp_path, short_video, monkeypatch):
     import os
 
-    from avs_engine.cli import inputs
+    from avs_engine.runtime import inputs
 
     p = tmp_path / "locked.mp4"
     shutil.copy(short_video, p)
@@ -78,7 +78,7 @@ def test_unreadable_file(tmp_path, short_video, monkeypatch):
 
         monkeypatch.setattr(inputs, "open", refuse, raising=False)
     got = expand_inputs([str(p), str(short_video)])
-    assert got.errors == [f"{p}: cannot read (permission denied)"] and got.videos == [short_video]
+    assert got.errors == [f"{p}: cannot read (permission denied)"] and [i.path for i in got.videos] == [short_video]
 
 
 def test_bad_paths_do_not_stop_the_batch(videos, tmp_path):

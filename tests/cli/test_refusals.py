@@ -119,9 +119,9 @@ def test_global_attention_precision_needs_fused_torch(tmp_path, tiny_bundle):
 
 
 def test_threads_reach_the_torch_runner(tiny_bundle):
-    from avs_engine.cli.common import choose_model, make_runner
+    from avs_engine.backends.model_spec import ModelSpec
 
-    runner = make_runner(choose_model(backend=None, weights=tiny_bundle), threads=1, global_attention_precision="fp16", fused=True)
+    runner = ModelSpec.choose(weights=tiny_bundle, threads=1, global_attention_precision="fp16", fused=True).create()
     assert runner.threads == 1 and runner.global_attention_dtype == "float16"
 
 

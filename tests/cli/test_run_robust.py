@@ -31,16 +31,18 @@ def three(tmp_path_factory):
 
 
 def _failing_on(name, exc, monkeypatch, calls=None):
-    real = run_module.run_video
+    from avs_engine.runtime.pipeline import Pipeline
 
-    def fake(runner, video, run_dir, **kw):
+    real = Pipeline.run_video
+
+    def fake(self, video, run_dir, **kw):
         if calls is not None:
             calls.append(kw)
         if Path(video).name == name:
             raise exc
-        return real(runner, video, run_dir, **kw)
+        return real(self, video, run_dir, **kw)
 
-    monkeypatch.setattr(run_module, "run_video", fake)
+    monkeypatch.setattr(Pipeline, "run_video", fake)
 
 
 @pytest.mark.parametrize("exc, words", [

@@ -74,6 +74,7 @@ def test_int8_chain_agrees_with_fp32_on_fresh_clips(int8_export):
 def test_a_graph_that_misses_the_bar_ships_fp32(tmp_path):
     """An impossible bar (IoU median >= 1.01): every stage stays FP32 and says why; no int8 folder is left."""
     from avs_engine.artifacts.graph_manifest import read_manifest as read
+    from avs_engine.checks.int8_check import int8_inputs
     from avs_engine.export.int8_export import build_int8
 
     m = read(DEMO_GRAPHS, check_hashes=False)
@@ -84,7 +85,9 @@ def test_a_graph_that_misses_the_bar_ships_fp32(tmp_path):
         shutil.copy(m.graph_path("fp32", s), dst)
         fp32[s] = dst
     lines: list[str] = []
-    files, records = build_int8(tmp_path, fp32, m.model_config(), clips=1, T=2, min_iou=1.01, threads=1, progress=lines.append)
+    given = int8_inputs(m.model_config(), clips=1, T=2, min_iou=1.01)
+    files, records = build_int8(tmp_path, fp32, m.model_config(), calibration=given["int8_calibration"],
+                                check=given["int8_check"], threads=1, progress=lines.append)
     assert files == fp32
     assert all(r["computes"] == "fp32" for r in records.values())
     assert "missed the bar" in records["image_encoder"]["reason"] and "check" in records["image_encoder"]
@@ -95,16 +98,18 @@ def test_a_graph_that_misses_the_bar_ships_fp32(tmp_path):
 @pytest.mark.slow  # a second export of the demo model (~40 s on 2 cores); the fp32,int8 export above runs by default
 def test_int8_only_export_keeps_just_the_fp32_graphs_it_runs(tmp_path):
     """--precision int8 alone: the stages that stay fp32 keep their fp32 file (listed under int8 only), the others are removed."""
+    from avs_engine.checks.int8_check import int8_inputs
+    from avs_engine.checks.onnx_parity import verify_export
     from avs_engine.export.onnx_export import export_onnx
     from avs_engine.reference.checkpoint import load_bundle
 
     model, _ = load_bundle(DEMO_WEIGHTS)
-    res = export_onnx(model, tmp_path / "g", precision="int8", verify_frames=2, int8_clips=1, threads=1)
+    res = export_onnx(model, tmp_path / "g", precision="int8", threads=1, **int8_inputs(model.config, clips=1, T=2))
     m = read_manifest(tmp_path / "g")
     assert m.precisions == ["int8"]
     kept = sorted(p.name for p in (tmp_path / "g" / "fp32").glob("*.onnx"))
     assert kept == sorted(f"{s}.onnx" for s, p in m.stage_precisions("int8").items() if p == "fp32")
-    assert res.report is None  # nothing to compare with PyTorch besides the int8 check
+    assert verify_export(model, res.manifest) is None  # nothing to compare with PyTorch besides the int8 check
 
 
 def test_precision_set_parses_mixes():

@@ -71,8 +71,9 @@ def test_fp16_graphs_survive_large_activations(runners, tiny_model, rounded_mode
 
     At x100 the decoder's softmaxes are nearly one-hot, so the error ratio of a single
     draw is heavy-tailed (measured over 30 draws: median 0.53, max 2.09); the errors are
-    summed over 4 fresh draws. An overflow gives an error of order 1, far past either."""
-    rng = np.random.default_rng()
+    summed over 4 draws. An overflow gives an error of order 1, far past either. Seeded: an unseeded
+    run drew a heavy tail once in a full suite; the bar is the same for every draw."""
+    rng = np.random.default_rng([7, ["image_encoder", "fusion", "mask_decoder"].index(stage)])
     errs, yardsticks = {}, {}
     for _ in range(4):
         x = stage_inputs(tiny_model.config, stage, 2, rng, scale=100.0)

@@ -7,13 +7,14 @@ import pytest
 @pytest.mark.slow
 def test_vit_b_export_and_parity(tmp_path):
     from avs_engine.artifacts.graph_manifest import read_manifest
+    from avs_engine.checks.onnx_parity import verify_export
     from avs_engine.export.onnx_export import export_onnx
     from avs_engine.reference import build_model
 
     model = build_model("vit_b", seed=0)  # VGGish audio, 12-block ViT-B encoder, depth-5 fusion
     lines = []
-    result = export_onnx(model, tmp_path / "vit_b", precision="both", verify=True, verify_frames=2, progress=lines.append)
-    report = result.report
+    result = export_onnx(model, tmp_path / "vit_b", precision="both", progress=lines.append)
+    report = verify_export(model, result.manifest, T=2, progress=lines.append)
     print("\n".join(lines + report.lines()))
     assert report.ok, report.failures()
     assert min(next(c for c in report.chains if c.precision == "fp32").iou) == 1.0

@@ -124,7 +124,7 @@ def test_io_helpers_import_neither_torch_nor_cv2():
     import sys
 
     code = ("import sys, avs_engine.io.preprocess, avs_engine.io.postprocess, "
-            "avs_engine.io.writers, avs_engine.io.rundir; "
+            "avs_engine.io.writers, avs_engine.runtime.outputs; "
             "print(sorted(m for m in ('torch', 'cv2', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,10 +9,8 @@ from segment_anything.modeling.transformer import Attention
 from avs_engine.exact.folded_decoder import FoldedAttention, fold_decoder_attention
 from avs_engine.reference import build_model
 from avs_engine.reference.mask_decoder import decode_frames
+from avs_engine.checks.compare import rel_l2
 
-
-def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x - ref).norm() / ref.norm()).item()
 
 
 def make_attention(C: int, H: int, downsample: int, seed: int, dtype=torch.float32) -> Attention:

@@ -5,10 +5,8 @@ import torch
 
 from avs_engine.exact.fused_fusion import FusedAVFusionBlock, fuse_stbava
 from avs_engine.reference.fusion import AVFusionBlock
+from avs_engine.checks.compare import rel_l2
 
-
-def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x - ref).norm() / ref.norm()).item()
 
 
 def randomise(module: torch.nn.Module, gen: torch.Generator) -> None:

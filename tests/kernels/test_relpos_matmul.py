@@ -5,10 +5,8 @@ import torch
 from segment_anything.modeling.image_encoder import Attention
 
 from avs_engine.exact.relpos_matmul import MAX_FOLDED_COORDS, RelPosMatmulAttention
+from avs_engine.checks.compare import rel_l2
 
-
-def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x - ref).norm() / ref.norm()).item()
 
 
 def make_attention(dim: int, heads: int, size: int, seed: int, dtype=torch.float32) -> Attention:

@@ -11,12 +11,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from avs_engine.exact.relpos_matmul import RelPosMatmulAttention
 from avs_engine.exact.sdpa_attention import SdpaAttention, use_sdpa_attention
 from avs_engine.reference import build_model
+from avs_engine.checks.compare import rel_l2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x - ref).norm() / ref.norm()).item()
 
 
 def make_attention(dim: int, heads: int, size: int, seed: int, dtype=torch.float32) -> Attention:

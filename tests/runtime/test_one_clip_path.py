@@ -48,9 +48,10 @@ def test_avs_run_uses_the_clip_method(calls, tmp_path, tiny_bundle, sample_video
 
 
 def test_avs_eval_uses_the_clip_method(calls, tiny_bundle):
+    from avs_engine.backends.model_spec import ModelSpec
     from avs_engine.train.eval_api import run_eval
 
-    res = run_eval(weights=tiny_bundle, backend="torch", generated=3, progress=False)
+    res = run_eval(ModelSpec.choose(weights=tiny_bundle).create(), generated=3, progress=False)
     assert len(res["per_video"]) == 3
     assert calls == {"run_clip": 3, "run": 0}
 

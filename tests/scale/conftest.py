@@ -50,9 +50,9 @@ def demo_graphs() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_spec(demo_graphs):
-    from avs_engine.scale.model import RunnerSpec
+    from avs_engine.backends.model_spec import ModelSpec
 
-    return RunnerSpec(backend="onnxruntime", engine_dir=str(demo_graphs), threads=1)
+    return ModelSpec.choose(engine_dir=demo_graphs, threads=1)
 
 
 @pytest.fixture(scope="session")
@@ -87,15 +87,23 @@ def read_png_masks(folder: Path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def avs_run_masks(scale_videos, demo_runner, tmp_path_factory) -> dict[str, list[np.ndarray]]:
-    """avs-run's masks (the runtime's Pipeline, same model and backend) of every good video: name -> masks per second."""
-    from avs_engine.runtime import Pipeline
+def avs_run_masks(scale_videos, demo_graphs, tmp_path_factory) -> dict[str, list[np.ndarray]]:
+    """The masks the avs-run command writes (same model and backend as the jobs) for every good video: name ->
+    masks per second. avs-batch and avs-serve must give these bit for bit."""
+    import json
 
-    run_dir = tmp_path_factory.mktemp("avs_run")
-    pipeline = Pipeline(demo_runner)
+    from click.testing import CliRunner
+
+    from avs_engine.cli.run import main
+
+    project = tmp_path_factory.mktemp("avs_run")
+    videos = [str(scale_videos[name]) for name in GOOD]
+    res = CliRunner().invoke(main, [*videos, "--engine-dir", str(demo_graphs), "--threads", "1", "--no-overlay",
+                                    "--project", str(project), "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    docs = json.loads(res.stdout)["videos"]
     out = {}
-    for name in GOOD:
-        doc = pipeline.run_video(scale_videos[name], run_dir, overlay=False)
+    for name, doc in zip(GOOD, docs):
         out[name] = read_png_masks(Path(doc["output_dir"]))
         assert len(out[name]) == doc["n_seconds"] == GOOD[name][0]
     return out

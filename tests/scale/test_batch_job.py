@@ -44,8 +44,8 @@ def job(ray_cluster, scale_videos, http_url, demo_spec, tmp_path_factory):
     """A job started as a separate driver (avs-batch --address), SIGKILLed once its first videos are committed,
     then the same job resumed in this process. Returns what each step saw."""
     from avs_engine.scale.job import BatchConfig, run_batch
-    from avs_engine.scale.outputs import OutputDir
-    from avs_engine.scale.sources import expand_sources
+    from avs_engine.runtime.outputs import OutputDir
+    from avs_engine.runtime.inputs import expand_inputs
 
     folder = scale_videos["gen00"].parent
     out_dir = tmp_path_factory.mktemp("batch") / "out"
@@ -67,7 +67,7 @@ def job(ray_cluster, scale_videos, http_url, demo_spec, tmp_path_factory):
     assert done_at_kill, f"the first job committed nothing in 120 s; its stderr: {err.decode()[-2000:]}"
     staged = [p.name for p in out_dir.iterdir() if ".partial-" in p.name]
 
-    sources = expand_sources(args, suffixes={".mp4"}).items
+    sources = expand_inputs(args, job=True).videos
     # max_frames: the frames of several videos share model calls (the CLI's CPU default runs clip by clip)
     cfg = BatchConfig(out_dir=str(out_dir), runner=demo_spec, img_size=128, max_frames=12,
                       plan_options={"videos_per_batch": 4})

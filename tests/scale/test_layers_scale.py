@@ -41,7 +41,7 @@ def test_only_the_scale_package_imports_ray_and_only_the_cli_imports_it():
 def test_plain_scale_modules_load_neither_ray_nor_torch():
     code = (
         "import sys\n"
-        "import avs_engine.scale.model, avs_engine.scale.sources, avs_engine.scale.outputs, avs_engine.scale.fetch\n"
+        "import avs_engine.backends.model_spec, avs_engine.runtime.inputs, avs_engine.runtime.outputs, avs_engine.scale.fetch\n"
         "import avs_engine.scale.resources, avs_engine.scale.stages, avs_engine.scale.job, avs_engine.runtime.rle\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'fastapi')]\n"
         "assert not bad, sorted(bad)[:10]\n"

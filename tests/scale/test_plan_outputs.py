@@ -8,10 +8,10 @@ import json
 import pytest
 
 from avs_engine.scale.job import pending, summary_lines, _summary, BatchConfig
-from avs_engine.scale.model import RunnerSpec
-from avs_engine.scale.outputs import OutputBusy, OutputDir
+from avs_engine.backends.model_spec import ModelSpec
+from avs_engine.runtime.outputs import OutputBusy, OutputDir
 from avs_engine.scale.resources import ResourceError, plan_resources
-from avs_engine.scale.sources import Source
+from avs_engine.runtime.inputs import Input
 
 
 def test_cpu_plans_leave_a_decode_task_room():
@@ -60,24 +60,25 @@ def test_commit_is_atomic_and_idempotent(tmp_path):
 
 
 def test_failures_file_survives_a_cut_line_and_pending_skips_done_and_failed(tmp_path):
+    sources = [Input.of(f"/v/{n}.mp4") for n in "abcd"]
+    a, b, c, d = (s.video_id for s in sources)
     out = OutputDir(tmp_path)
-    out.append_failure({"video_id": "b-2", "source": "/v/b.mp4", "stage": "decode", "error": "no audio track"})
-    out.append_failure({"video_id": "c-3", "source": "/v/c.mp4", "stage": "decode", "error": "corrupt"})
+    out.append_failure({"video_id": b, "source": "/v/b.mp4", "stage": "decode", "error": "no audio track"})
+    out.append_failure({"video_id": c, "source": "/v/c.mp4", "stage": "decode", "error": "corrupt"})
     with open(out.failures_path, "a") as f:
-        f.write('{"video_id": "d-4", "sou')  # killed mid-line
-    assert set(out.read_failures()) == {"b-2", "c-3"}
-    (tmp_path / "a-1").mkdir()
-    (tmp_path / "a-1" / "result.json").write_text("{}")
-    sources = [Source("/v/a.mp4", "a-1"), Source("/v/b.mp4", "b-2"), Source("/v/c.mp4", "c-3"), Source("/v/d.mp4", "d-4")]
+        f.write(f'{{"video_id": "{d}", "sou')  # killed mid-line
+    assert set(out.read_failures()) == {b, c}
+    (tmp_path / a).mkdir()
+    (tmp_path / a / "result.json").write_text("{}")
     todo, n_done, n_failed, kept = pending(sources, out, retry_failed=False)
-    assert [s.video_id for s in todo] == ["d-4"] and (n_done, n_failed) == (1, 2) and set(kept) == {"b-2", "c-3"}
+    assert [s.video_id for s in todo] == [d] and (n_done, n_failed) == (1, 2) and set(kept) == {b, c}
     todo, n_done, n_failed, kept = pending(sources, out, retry_failed=True)
-    assert [s.video_id for s in todo] == ["b-2", "c-3", "d-4"] and n_failed == 0 and kept == {}
+    assert [s.video_id for s in todo] == [b, c, d] and n_failed == 0 and kept == {}
     assert out.read_failures() == {}  # retried: their old records are gone until they fail again
 
 
 def test_summary_lines_name_rates_and_stages(tmp_path):
-    cfg = BatchConfig(out_dir=str(tmp_path), runner=RunnerSpec(engine_dir="g"))
+    cfg = BatchConfig(out_dir=str(tmp_path), runner=ModelSpec("onnxruntime", engine_dir="g"))
     s = _summary({"inputs": 3, "done": 2, "failed": 1, "skipped_done": 0, "skipped_failed": 0, "staging_removed": 0},
                  20.0, 4.0, {"decode": 0.2, "image_encoder": 1.0, "write": 0.1}, None, cfg, None, OutputDir(tmp_path))
     lines = summary_lines(s)

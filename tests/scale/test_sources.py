@@ -7,9 +7,7 @@ import re
 
 import pytest
 
-from avs_engine.scale.sources import expand_sources, is_url, video_id
-
-SUFFIXES = {".mp4", ".mkv"}
+from avs_engine.runtime.inputs import expand_inputs, is_url, video_id
 
 
 @pytest.fixture()
@@ -23,35 +21,35 @@ def tree(tmp_path):
 
 def test_folder_glob_file_url_in_order_each_once(tree, monkeypatch):
     monkeypatch.chdir(tree)
-    got = expand_sources(["a", "b/*.mp4", "a/clip.mp4", "https://example.org/v/x.mp4?sig=1"], suffixes=SUFFIXES)
-    assert [s.source for s in got.items] == [str(tree / "a/clip.mp4"), str(tree / "a/two.mkv"), str(tree / "b/clip.mp4"),
+    got = expand_inputs(["a", "b/*.mp4", "a/clip.mp4", "https://example.org/v/x.mp4?sig=1"], job=True)
+    assert [s.source for s in got.videos] == [str(tree / "a/clip.mp4"), str(tree / "a/two.mkv"), str(tree / "b/clip.mp4"),
                                              "https://example.org/v/x.mp4?sig=1"]
-    assert got.errors == [] and "more than once" in got.notes[0]
+    assert got.errors == [] and any("more than once" in n for n in got.notes)
 
 
 def test_list_files_text_csv_parquet(tree):
     (tree / "l.txt").write_text("# my videos\n\na/clip.mp4\n" + str(tree / "b/clip.mp4") + "\ns3://bucket/v.mp4\n")
     (tree / "h.csv").write_text("id,path\n1,a/two.mkv\n2,http://h/v.mp4\n")
     (tree / "n.csv").write_text("a/clip.mp4,ignored\nb/clip.mp4,x\n")
-    got = expand_sources([str(tree / "l.txt"), f"@{tree / 'h.csv'}", str(tree / "n.csv")], suffixes=SUFFIXES)
-    assert [s.source for s in got.items] == [str(tree / "a/clip.mp4"), str(tree / "b/clip.mp4"), "s3://bucket/v.mp4",
+    got = expand_inputs([str(tree / "l.txt"), f"@{tree / 'h.csv'}", str(tree / "n.csv")], job=True)
+    assert [s.source for s in got.videos] == [str(tree / "a/clip.mp4"), str(tree / "b/clip.mp4"), "s3://bucket/v.mp4",
                                              str(tree / "a/two.mkv"), "http://h/v.mp4"]
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"n": [1, 2], "source": ["a/clip.mp4", "gs://b/y.mkv"]}), tree / "l.parquet")
-    got = expand_sources([str(tree / "l.parquet")], suffixes=SUFFIXES)
-    assert [s.source for s in got.items] == [str(tree / "a/clip.mp4"), "gs://b/y.mkv"]
+    got = expand_inputs([str(tree / "l.parquet")], job=True)
+    assert [s.source for s in got.videos] == [str(tree / "a/clip.mp4"), "gs://b/y.mkv"]
 
 
 def test_errors_are_one_line_each_and_do_not_stop_the_rest(tree):
     (tree / "empty.txt").write_text("# nothing\n")
     (tree / "bad.parquet").write_bytes(b"not parquet")
-    got = expand_sources([str(tree / "missing.mp4"), str(tree / "b"), "nomatch*/x.mp4", str(tree / "empty.txt"),
-                          str(tree / "bad.parquet"), f"@{tree / 'nolist.txt'}"], suffixes=SUFFIXES)
-    assert [s.source for s in got.items] == [str(tree / "b/clip.mp4")]
+    got = expand_inputs([str(tree / "missing.mp4"), str(tree / "b"), "nomatch*/x.mp4", str(tree / "empty.txt"),
+                          str(tree / "bad.parquet"), f"@{tree / 'nolist.txt'}"], job=True)
+    assert [s.source for s in got.videos] == [str(tree / "b/clip.mp4")]
     assert len(got.errors) == 5 and all("\n" not in e for e in got.errors), got.errors
-    assert "file not found" in got.errors[0] and "no video file matches" in got.errors[1]
+    assert "file not found" in got.errors[0] and "no file matches" in got.errors[1]
 
 
 def test_video_ids_are_stable_distinct_and_safe():

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from avs_engine.runtime import ClipSource, ModelStep, rle
-from avs_engine.scale.model import run_clips
 from avs_engine.scale.stages import InferenceActor, decode_video, write_video
 
 from .conftest import GOOD
@@ -40,7 +39,7 @@ def test_run_clips_gives_run_clip_logits_bit_for_bit(scale_videos, demo_runner):
     ref = [model.logits(f, m) for f, m in clips]
     for max_frames in (0, 3, 7, 64):
         timings = {}
-        got = run_clips(model, clips, max_frames, timings)
+        got = model.run_clips(clips, max_frames, timings)
         assert all(np.array_equal(a, b) for a, b in zip(ref, got)), max_frames
         assert {"audio", "image_encoder", "fusion", "mask_decoder"} <= set(timings)
 

@@ -11,7 +11,7 @@ from avs_engine.reference import build_model, load_bundle
 from avs_engine.reference.checkpoint import read_state_dict
 from avs_engine.train.loop import forward_clips, mask_loss, train
 from avs_engine.train.recipe import TrainConfig
-from avs_engine.train.variants import apply_variant
+from avs_engine.reference.variants import apply_variant
 
 TINY = "tiny"
 

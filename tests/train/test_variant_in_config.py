@@ -13,7 +13,7 @@ from avs_engine.checks.compare import random_clip, rel_l2
 from avs_engine.config import ModelConfig, from_name
 from avs_engine.errors import ConfigError
 from avs_engine.reference import build_model, load_bundle, save_bundle
-from avs_engine.train.variants import apply_variant, variant_of
+from avs_engine.reference.variants import apply_variant, variant_of
 
 
 def _logits(model, clip):

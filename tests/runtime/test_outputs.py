@@ -1,10 +1,10 @@
-"""rundir: numbered run folders that never overwrite; staged per-video outputs."""
+"""Output folders: numbered run folders that never overwrite; staged per-video outputs."""
 
 import threading
 
 import pytest
 
-from avs_engine.io.rundir import VideoOutput, next_run_dir
+from avs_engine.runtime.outputs import VideoOutput, next_run_dir
 
 
 def test_run_dirs_are_numbered(tmp_path):

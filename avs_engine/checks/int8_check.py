@@ -11,24 +11,27 @@ For one stage's INT8 graph, on every clip:
   export machines differ from run machines).
 
 Clips come from the generator (:mod:`avs_engine.data`): real frames and sounds
-give the activations a trained model sees, which random inputs do not.
+give the activations a trained model sees, which random inputs do not. The
+INT8 export (:func:`avs_engine.export.int8_export.build_int8`) is handed the
+calibration clips and the check (:func:`int8_inputs`); it does not import either.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..artifacts.profiles import CPU_SESSION_MEMORY_OPTIONS
-from ..artifacts.spec import STAGE_ORDER, STAGES
-from ..checks.compare import mask_iou, rel_l2
+from ..artifacts.profiles import cpu_encoder_batch
+from ..artifacts.spec import STAGE_ORDER
+from ..export.ort_chain import Feeds, reference_chains, run_chain, run_stage
 from ..io.postprocess import logits_to_masks
+from .compare import mask_iou, rel_l2
 
-Feeds = dict[str, np.ndarray]
+DEFAULT_MIN_IOU = 0.98  # median per-frame mask IoU against the FP32 chain
+DEFAULT_CLIPS = 2
 
 
 def generated_clips(img_size: int, n: int, T: int, split: str = "val") -> list[Feeds]:
@@ -40,40 +43,6 @@ def generated_clips(img_size: int, n: int, T: int, split: str = "val") -> list[F
 
     data = prepared_generated(split, n, img_size, None, T)
     return [{"image": data.image_input(i), "log_mel": data.log_mel_input(i)} for i in range(len(data))]
-
-
-def session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    for key, value in CPU_SESSION_MEMORY_OPTIONS.items():  # the backend's memory planning
-        setattr(options, key, value)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_stage(sess, stage: str, values: Mapping[str, np.ndarray], encoder_batch: int = 1 << 30) -> Feeds:
-    """One stage on ``values`` (a dict holding at least its inputs); the encoder ``encoder_batch`` frames per call."""
-    names = STAGES[stage].output_names
-    feeds = {n: np.ascontiguousarray(values[n], np.float32) for n in STAGES[stage].input_names}
-    T = len(next(iter(feeds.values())))
-    if stage != "image_encoder" or T <= encoder_batch:
-        return dict(zip(names, sess.run(list(names), feeds)))
-    parts = [sess.run(list(names), {k: v[i:i + encoder_batch] for k, v in feeds.items()})[0] for i in range(0, T, encoder_batch)]
-    return {names[0]: np.concatenate(parts)}
-
-
-def run_chain(sessions: Mapping[str, object], clip: Mapping[str, np.ndarray], encoder_batch: int = 1 << 30,
-              start: str = STAGE_ORDER[0]) -> Feeds:
-    """The four stages from ``start`` on; ``clip`` holds image and log_mel (and the earlier stages' outputs
-    when ``start`` is later). Returns every value of the chain."""
-    values = dict(clip)
-    for stage in STAGE_ORDER[STAGE_ORDER.index(start):]:
-        values.update(run_stage(sessions[stage], stage, values, encoder_batch))
-    return values
 
 
 @dataclass
@@ -88,6 +57,11 @@ class StageCheck:
     iou_min: float = 1.0
     seconds_fp32: float = 0.0
     seconds_int8: float = 0.0
+    min_iou: float = DEFAULT_MIN_IOU  # the bar: median per-frame mask IoU against FP32
+
+    @property
+    def passed(self) -> bool:
+        return self.iou_median >= self.min_iou
 
     @property
     def speedup(self) -> float:
@@ -101,11 +75,6 @@ class StageCheck:
         d["seconds_fp32"], d["seconds_int8"] = round(self.seconds_fp32, 4), round(self.seconds_int8, 4)
         d["rel_l2"] = {k: float(f"{v:.3g}") for k, v in self.rel_l2.items()}
         return d
-
-
-def reference_chains(fp32: Mapping[str, object], clips: Sequence[Feeds], encoder_batch: int = 1 << 30) -> list[Feeds]:
-    """The FP32 chain's values on each clip (stage inputs, outputs and logits)."""
-    return [run_chain(fp32, c, encoder_batch) for c in clips]
 
 
 def check_stage(stage: str, int8_sess, fp32: Mapping[str, object], refs: Sequence[Feeds], out_size: int, img_size: int,
@@ -139,10 +108,27 @@ def check_stage(stage: str, int8_sess, fp32: Mapping[str, object], refs: Sequenc
     return check
 
 
-def stage_inputs(refs: Sequence[Feeds], stage: str) -> list[Feeds]:
-    """The stage's inputs in each FP32 chain (calibration data for static quantization), one frame
-    per dict for the encoder (frames are independent; a whole clip of 1024x1024 frames is a lot to hold)."""
-    names = STAGES[stage].input_names
-    if stage != "image_encoder":
-        return [{n: r[n] for n in names} for r in refs]
-    return [{n: r[n][t:t + 1] for n in names} for r in refs for t in range(len(r["image"]))]
+class Int8Check:
+    """The check :func:`~avs_engine.export.int8_export.build_int8` calls for each INT8 graph:
+    ``check(stage, int8_session, fp32_sessions) -> StageCheck``. The FP32 chain on ``clips``
+    is computed once, at the first call."""
+
+    def __init__(self, clips: Sequence[Feeds], config, min_iou: float = DEFAULT_MIN_IOU) -> None:
+        self.clips, self.config, self.min_iou = list(clips), config, min_iou
+        self._refs: list[Feeds] | None = None
+
+    def __call__(self, stage: str, int8_sess, fp32: Mapping[str, object]) -> StageCheck:
+        eb = cpu_encoder_batch(self.config)
+        if self._refs is None:
+            self._refs = reference_chains(fp32, self.clips, eb)
+        check = check_stage(stage, int8_sess, fp32, self._refs, self.config.output_size, self.config.encoder.img_size, eb)
+        check.min_iou = self.min_iou
+        return check
+
+
+def int8_inputs(config, clips: int = DEFAULT_CLIPS, T: int = 2, min_iou: float = DEFAULT_MIN_IOU) -> dict:
+    """What the INT8 export is handed: generated calibration clips (the generator's train seeds) and the
+    check on generated validation clips; keyword arguments of :func:`avs_engine.export.onnx_export.export_onnx`."""
+    S = config.encoder.img_size
+    return {"int8_calibration": generated_clips(S, clips, T, "train"),
+            "int8_check": Int8Check(generated_clips(S, clips, T, "val"), config, min_iou)}

@@ -21,7 +21,7 @@ import dataclasses
 from torch import nn
 
 from ..config import FUSION_VARIANTS as VARIANTS
-from ..reference.fusion import BLOCKS, AVFusionBlock
+from .fusion import BLOCKS, AVFusionBlock
 
 
 def apply_variant(model: nn.Module, variant: str) -> nn.Module:
