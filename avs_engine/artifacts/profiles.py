@@ -147,16 +147,27 @@ HOST_INPUTS = ("log_mel", "image")  # what run_clip copies in
 HOST_OUTPUTS = ("logits",)  # what run_clip copies out
 
 
+# Memory planning (benchmarks/ort_encoder_memory.md, global_attention_cpu.md): ONNX Runtime's memory
+# pattern allocates one block for every intermediate of a planned run, sized for the largest overlap it
+# planned, and on the encoder's unrolled attention blocks that doubled the peak (one vit_h global block:
+# 1.05 GB with it, 0.54 GB without) for no measurable speed; the CPU arena stays (freed buffers reused).
+CPU_SESSION_MEMORY_OPTIONS = {"enable_mem_pattern": False, "enable_cpu_mem_arena": True}
+
 CPU_ENCODER_BUDGET_BYTES = 2 << 30
 
 
 def cpu_encoder_batch(config, budget_bytes: int = CPU_ENCODER_BUDGET_BYTES) -> int:
     """Frames per image-encoder call on CPU: as many as fit ``budget_bytes`` of transient memory.
 
-    Per frame, about 5x one global block's float32 scores [heads, N, N] (measured:
-    ONNX Runtime CPU peaks at 3.8 GB of RSS for one ViT-B frame, 7.2 GB for two).
-    vit_b/l/h: 1 frame per call; tiny: every frame in one call (2 threads: 19.6 -> 13.7 ms
-    for 5 frames, measured 2026-11-26)."""
+    The exported global attention runs its queries in blocks of 8 grid rows
+    (``exact/blocked_attention``), so a frame's transient memory scales with one block's
+    float32 scores [heads, 8*G, N], not [heads, N, N]: measured with ONNX Runtime CPU (no
+    memory pattern, ``CPU_SESSION_MEMORY_OPTIONS``), one ViT-B frame peaks 1.15 GB above
+    the loaded session, about 12 such blocks (``benchmarks/ort_encoder_memory_vit_b_fp32_a.md``;
+    before the blocks: 3.8 GB for one frame, 7.2 GB for two).
+    vit_b/l/h: 1 frame per call; tiny (grid 16): every frame in one call (2 threads: 19.6 ->
+    13.7 ms for 5 frames, measured 2026-11-26)."""
     n = config.grid * config.grid
-    per_frame = 5 * config.encoder.num_heads * n * n * 4
+    block_queries = min(n, 8 * config.grid)
+    per_frame = 12 * config.encoder.num_heads * block_queries * n * 4
     return max(1, budget_bytes // per_frame)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..artifacts.graph_manifest import PRECISIONS, read_manifest
-from ..artifacts.profiles import CPU_ENCODER_BUDGET_BYTES, cpu_encoder_batch  # noqa: F401 (re-exported)
+from ..artifacts.profiles import CPU_ENCODER_BUDGET_BYTES, CPU_SESSION_MEMORY_OPTIONS, cpu_encoder_batch  # noqa: F401 (re-exported)
 from ..artifacts.spec import STAGE_ORDER, STAGES
 from .base import Runner
 from .clocks import StageClock
@@ -141,6 +141,8 @@ class OnnxRuntimeRunner(Runner):
         # No busy-waiting between runs: the runtime decodes the next clip on the
         # same cores while this one runs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        for key, value in CPU_SESSION_MEMORY_OPTIONS.items():
+            setattr(options, key, value)
         provider_options = [self._provider_options(p) for p in self.providers]
         sessions = {}
         for stage in STAGE_ORDER:

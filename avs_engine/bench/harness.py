@@ -70,6 +70,7 @@ class BenchSettings:
     peak_budget_s: float = 4.0
     threads: int | None = None  # CPU threads for torch and ONNX Runtime (None: each library's default)
     export_missing: bool = True  # onnxruntime rows without engine_dir: export the graphs first
+    fresh_process: bool = True  # each row in its own process: peak RSS per row, not earlier rows' high-water mark
     command: str | None = None
     rows: list[RowSpec] = field(init=False, default_factory=list)
 
@@ -252,6 +253,65 @@ def _add_ratios_and_efficiency(rows: list[dict], flops: dict[str, float], peaks:
                     st["floor"] = fig(f / (peak["value"] * 1e12) * 1e3, "ms (the FLOPs at the measured matmul peak)", 6)
 
 
+def _row(spec: RowSpec, s: BenchSettings, video: dict, workdir: Path, say) -> dict:
+    """Activate, measure and release one row in this process: its report row (status ``ok`` or why not)."""
+    try:
+        runner = make_runner(spec, s, workdir, say)
+    except (AvsError, ImportError) as e:
+        runner = f"not available: {str(e).splitlines()[0]}"
+    except Exception as e:  # a framework's own error while loading: say which
+        runner = f"failed: activation raised {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+    if isinstance(runner, str):
+        say(f"{spec.label}: {runner}")
+        return {"label": spec.label, "backend": spec.backend, "precision": spec.precision, "status": runner}
+    try:
+        return _measure_row(runner, spec, video, s, workdir, say)
+    except Exception as e:
+        say(traceback.format_exc())
+        return {"label": spec.label, "backend": spec.backend, "precision": spec.precision,
+                "status": f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    finally:
+        runner.deactivate()
+        del runner
+        gc.collect()
+
+
+def _row_child(conn, spec: RowSpec, s: BenchSettings, video: dict, workdir: Path) -> None:
+    """The fresh process of one row: progress lines, then the row, through ``conn``."""
+    row = _row(spec, s, video, workdir, lambda msg: conn.send(("say", msg)))
+    conn.send(("row", row))
+    conn.close()
+
+
+def _row_in_fresh_process(spec: RowSpec, s: BenchSettings, video: dict, workdir: Path, say) -> dict:
+    """:func:`_row` in a new (spawned) process, so that its peak RSS is its own: a process's
+    high-water mark only resets to the current RSS, and memory an earlier row's libraries keep
+    (allocator arenas, thread pools, loaded kernels) would be charged to this one."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_row_child, args=(send, spec, s, video, workdir), name=f"avs-bench {spec.label}")
+    proc.start()
+    send.close()
+    row = None
+    while True:
+        try:
+            kind, payload = receive.recv()
+        except EOFError:  # the child is gone
+            break
+        if kind == "say":
+            say(payload)
+        else:
+            row = payload
+    proc.join()
+    if row is None:  # killed (out of memory?) before it could answer
+        why = f"failed: the row's process ended with exit code {proc.exitcode} before reporting (killed for memory?)"
+        say(f"{spec.label}: {why}")
+        row = {"label": spec.label, "backend": spec.backend, "precision": spec.precision, "status": why}
+    return row
+
+
 # ------------------------------------------------------------------------------ the run
 
 
@@ -269,35 +329,18 @@ def run_benchmark(s: BenchSettings, progress=None) -> dict:
         say(f"generating a {s.T} s {w}x{h} {s.fps} fps test video")
         video = make_bench_video(workdir / "clip.mp4", s.T, s.fps, (w, h))
         for spec in s.rows:
-            say(f"{spec.label}: activating")
-            try:
-                runner = make_runner(spec, s, workdir, say)
-            except (AvsError, ImportError) as e:
-                runner = f"not available: {str(e).splitlines()[0]}"
-            except Exception as e:  # a framework's own error while loading: say which
-                runner = f"failed: activation raised {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
-            if isinstance(runner, str):
-                say(f"{spec.label}: {runner}")
-                rows.append({"label": spec.label, "backend": spec.backend, "precision": spec.precision, "status": runner})
+            say(f"{spec.label}: activating" + (" (a fresh process)" if s.fresh_process else ""))
+            row = (_row_in_fresh_process if s.fresh_process else _row)(spec, s, video, workdir, say)
+            rows.append(row)
+            if row["status"] != "ok":
                 continue
-            if spec.precision == "int8":
-                # torch has no CPU int8 matmul to measure; ONNX Runtime's integer kernels are the row itself
-                peaks.setdefault("int8", "not measured: no int8 matmul peak here (the FLOP rate is still reported)")
+            if spec.precision == "int8" and not s.device.startswith("cpu"):
+                peaks.setdefault("int8", "not measured: int8 graphs run on the CPU only")
             if spec.precision not in peaks:
                 try:
                     peaks[spec.precision] = _peak(s.device, spec.precision, s.peak_budget_s)
-                except Exception as e:  # a precision torch cannot multiply here
+                except Exception as e:  # a precision this machine cannot multiply in
                     peaks[spec.precision] = f"not measured: {type(e).__name__}: {e}"
-            try:
-                rows.append(_measure_row(runner, spec, video, s, workdir, say))
-            except Exception as e:
-                say(traceback.format_exc())
-                rows.append({"label": spec.label, "backend": spec.backend, "precision": spec.precision,
-                             "status": f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
-            finally:
-                runner.deactivate()
-                del runner
-                gc.collect()
         _add_ratios_and_efficiency(rows, flops, peaks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -314,6 +357,7 @@ def run_benchmark(s: BenchSettings, progress=None) -> dict:
             "preset": s.preset, "T": s.T, "runs": s.runs, "warmup": s.warmup, "device": s.device,
             "precisions": sorted({r.precision for r in s.rows}), "resize": s.resize, "overlay": s.overlay,
             "cpu_threads": str(s.threads) if s.threads else "each library's default",
+            "row_process": "a fresh process per row" if s.fresh_process else "one process for all rows",
             "image_size": fig(cfg.encoder.img_size, "px"),
             "weights": str(s.weights) if s.weights else "random initialisation (seed 0): speed does not depend on the values",
             "engine_dir": str(s.engine_dir) if s.engine_dir else None,
@@ -345,7 +389,9 @@ def _notes(s: BenchSettings) -> list[str]:
         "the logits come out as numpy arrays (timed in the first and last stage).",
         "FLOPs: multiply-adds of every matrix product and convolution the PyTorch reference executes, x2 "
         "(avs_engine.bench.flops); the fusion figure is the reference's expanded work, not the fused path's floor.",
-        "Peak RSS per stage: the process's resident-set high-water mark during that stage (model weights included).",
+        "Peak RSS per stage: the process's resident-set high-water mark during that stage (model weights included)"
+        + ("; each row runs in a fresh process, so no row carries an earlier row's memory." if s.fresh_process
+           else "; all rows share one process, so a row's figures include what earlier rows left allocated."),
         "ratio_to_reference: this row's median time / the torch:float32 row's median time (< 1 is faster).",
         "clip = the stages run one after another; avs-run overlaps decoding the next clip with inference "
         "(its real-time factor is in the streaming report).",

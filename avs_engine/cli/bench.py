@@ -73,7 +73,7 @@ def main(config, clip_seconds, backends, runs, warmup, device, threads, engine_d
     encoder, fusion, mask decoder, post-processing, writing) for each backend,
     with the PyTorch FP32 reference measured in the same run; report medians,
     p90, ratios to the reference, warm-up apart, achieved TFLOP/s against the
-    measured matmul peak, and peak memory. Backends that cannot run here are
+    measured matmul peak, and peak memory (each row in a fresh process). Backends that cannot run here are
     listed as "not available: <reason>".
 
     Writes OUT.json (every figure with its unit), OUT.md and OUT.png. Exit

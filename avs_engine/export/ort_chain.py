@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..artifacts.profiles import CPU_SESSION_MEMORY_OPTIONS
 from ..artifacts.spec import STAGE_ORDER, STAGES
 
 Feeds = dict[str, np.ndarray]
@@ -24,6 +25,8 @@ def session(path: str | Path, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in CPU_SESSION_MEMORY_OPTIONS.items():  # the backend's memory planning
+        setattr(options, key, value)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

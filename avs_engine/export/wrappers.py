@@ -17,9 +17,12 @@ returns a copy that shares every parameter with the model but has
   float32 rounding. Measured on ONNX Runtime CPU (vit_b, T=5, 2 threads):
   fusion graph 1.69 s -> 0.95-0.99 s, mask decoder 0.20 s -> 0.16 s, FP32 error
   against a float64 reference unchanged (``benchmarks/onnx_cpu.md``);
-* the image encoder's windowed (and small-grid global) attention swapped for
-  :class:`~avs_engine.exact.relpos_matmul.RelPosMatmulAttention`: the
-  relative-position bias inside the score matmul instead of two broadcast adds.
+* the image encoder's attention swapped for
+  :class:`~avs_engine.exact.blocked_attention.BlockedAttention`: in windows (and
+  small global grids) the relative-position bias goes inside the score matmul
+  instead of two broadcast adds; on the 64x64 global grids the queries run in
+  blocks of grid rows, so no [heads, N, N] score matrix exists in the graph
+  (vit_h, one frame: 1.07 GB per score tensor otherwise).
 
 The random-Fourier positional encoding (``STBAVA.dense_pe``) depends on no
 input: the exporter's constant folding turns it into one constant of the
@@ -44,7 +47,7 @@ from torch import nn
 
 from ..exact.folded_decoder import FoldedAttention
 from ..exact.fused_fusion import FusedAVFusionBlock
-from ..exact.relpos_matmul import RelPosMatmulAttention
+from ..exact.blocked_attention import BlockedAttention
 from ..reference.fusion import AVFusionBlock
 from ..reference.model import STBAVA
 
@@ -98,7 +101,7 @@ def swap_modules(root: nn.Module, replace: Callable[[str, nn.Module], nn.Module 
 def export_copy(model: STBAVA) -> STBAVA:
     """The model as the graphs see it: LayerNorm2d as :class:`ChannelLayerNorm`, the
     ST-BAVA blocks fused, the decoder's attention folded, the encoder's rel-pos bias
-    in its score matmul (module docstring).
+    in its score matmul (windows) or its queries in blocks (global grids) (module docstring).
 
     The copy shares parameters with ``model`` (no memory for vit_h's 2.5 GB);
     ``model`` is unchanged.
@@ -112,7 +115,7 @@ def export_copy(model: STBAVA) -> STBAVA:
         if type(module) is Attention:
             return FoldedAttention(module)
         if type(module) is EncoderAttention and module.use_rel_pos:
-            return RelPosMatmulAttention(module)
+            return BlockedAttention(module)
         return None
 
     return swap_modules(model, replace).eval()

@@ -120,3 +120,11 @@ def test_cpu_encoder_batch_by_memory():
 
     assert cpu_encoder_batch(from_name("vit_b")) == cpu_encoder_batch(from_name("vit_h")) == 1  # GBs per frame
     assert cpu_encoder_batch(from_name("tiny")) >= 64  # a few MB per frame: a whole clip per call
+
+
+def test_cpu_sessions_plan_memory_without_the_memory_pattern(ort_runner):
+    """The memory pattern doubled the encoder's peak (docs/graphs.md): every CPU session runs without it."""
+    for stage, sess in ort_runner.sessions.items():
+        opts = sess.get_session_options()
+        assert opts.enable_mem_pattern is False, stage
+        assert opts.enable_cpu_mem_arena is True, stage

@@ -43,6 +43,9 @@ def test_report_is_valid(report):
     enc = ref["stages"]["image_encoder"]
     assert enc["achieved"]["unit"] == "TFLOP/s" and enc["efficiency"]["value"] > 0
     assert ref["memory"]["peak_rss"]["value"] >= ref["memory"]["rss_after_load"]["value"] > 0
+    # every row measured in its own process: no row carries an earlier row's high-water mark
+    assert report["settings"]["row_process"] == "a fresh process per row"
+    assert any("fresh process" in n for n in report["notes"])
 
 
 def test_ratios_are_against_the_reference_row(report):

@@ -22,7 +22,7 @@ def test_export_copy_swaps_layernorm2d_and_shares_weights(tiny_model):
     assert copy.state_dict().keys() == tiny_model.state_dict().keys()
     # the exact-algebra forms (tests/kernels) are in the copy only
     kinds = {type(m).__name__ for m in copy.modules()} - {type(m).__name__ for m in tiny_model.modules()}
-    assert kinds == {"ChannelLayerNorm", "FusedAVFusionBlock", "FoldedAttention", "RelPosMatmulAttention"}
+    assert kinds == {"ChannelLayerNorm", "FusedAVFusionBlock", "FoldedAttention", "BlockedAttention"}
     assert copy.image_encoder.neck[1].weight is tiny_model.image_encoder.neck[1].weight
     after = tiny_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
