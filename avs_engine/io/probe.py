@@ -31,6 +31,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError
+from . import open_policy
 
 # A truncated file whose audio ends less than this before its video still gets
 # its last seconds, the missing audio being silence; a longer gap ends the
@@ -181,8 +182,21 @@ def _count(n: int, what: str) -> str:
 
 
 def open_container(path: str):
-    """``av.open`` for reading; header metadata that is not UTF-8 gets replacement characters."""
-    return av.open(str(path), mode="r", metadata_errors="replace")
+    """``av.open`` for reading; header metadata that is not UTF-8 gets replacement characters.
+
+    A path under the strict open policy (see ``open_policy``) is opened with the file protocol only and the
+    accepted container formats; a refused one raises MediaError."""
+    options = open_policy.open_options(path)
+    if not options:
+        return av.open(str(path), mode="r", metadata_errors="replace")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="replace", container_options=options)
+    except av.error.FFmpegError as e:
+        # EINVAL: FFmpeg refused the format (or protocol) under the whitelists; a playlist FFmpeg did not even
+        # recognise (a DASH manifest without the XML demuxer) is refused by name all the same.
+        if isinstance(e, av.error.ArgumentError) or open_policy.names_other_files(str(path)):
+            raise MediaError(f"{path}: {open_policy.refusal(str(path))}") from None
+        raise
 
 
 def mp4_damage(path: str) -> str | None:
@@ -228,6 +242,8 @@ def open_media(path: str | os.PathLike) -> Iterator["av.container.InputContainer
     p = check_file(path)
     try:
         container = open_container(p)
+    except MediaError:
+        raise
     except av.error.FFmpegError as e:
         damage = mp4_damage(p)
         hint = f": {damage}" if damage else ""

@@ -38,6 +38,7 @@ from ray import serve
 
 from .. import __version__
 from ..errors import AvsError, MediaError
+from ..io import open_policy
 from ..runtime import rle
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
@@ -240,6 +241,11 @@ class Ingress:
                        tmp: str) -> dict:
         t0 = time.perf_counter()
         local, shown = await self._input(request, source, filename, tmp)
+        # Whatever a request names is untrusted: FFmpeg opens it alone, as one of the accepted containers.
+        with open_policy.strict(local):
+            return await self._segment_file(local, shown, overlay, tmp, t0)
+
+    async def _segment_file(self, local: str, shown: str, overlay: bool, tmp: str, t0: float) -> dict:
         if self.img_size is None:
             self.img_size = int((await self.model.info.remote())["img_size"])
         clip_source = ClipSource(self.img_size, self.cfg.clip_seconds, self.cfg.resize, self.cfg.allow_silent)

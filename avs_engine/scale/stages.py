@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import write_json_atomic
 from ..errors import AvsError
+from ..io import open_policy
 from ..io.clips import Window
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
@@ -35,9 +36,17 @@ from ..runtime.writer import MASKS_DIR, OVERLAY_NAME, RLE_NAME, VideoWriter
 from .fetch import local_copy
 from .model import RunnerSpec, default_max_frames, describe, run_clips
 from .outputs import RESULT_NAME, OutputDir
+from .sources import is_url
 
 STAGE_ORDER = ("fetch", "decode", "squash", "preprocess", "audio", "image_encoder", "fusion", "mask_decoder",
                "postprocess", "write")
+
+
+def opened_as_source(source: str, local: str):
+    """The open policy for ``local``, the file behind ``source``: a URL (from a list nobody here wrote) is opened
+    strictly (the file protocol and the accepted containers only, see ``io.open_policy``); a local path, the
+    user's own file, as FFmpeg likes."""
+    return open_policy.strict(local) if is_url(source) else contextlib.nullcontext(local)
 
 
 def reason(e: BaseException, *paths: str) -> str:
@@ -75,7 +84,7 @@ def decode_video(row: dict, *, img_size: int, clip_seconds: int = 5, resize: str
     local = ""
     try:
         t0 = time.perf_counter()
-        with local_copy(base["source"], max_bytes=max_bytes) as local:
+        with local_copy(base["source"], max_bytes=max_bytes) as local, opened_as_source(base["source"], local):
             timings["fetch"] = time.perf_counter() - t0
             source = ClipSource(img_size, clip_seconds, resize, allow_silent)
             t0 = time.perf_counter()
@@ -195,7 +204,8 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
                              n_seconds=int(meta["n_seconds"]), warnings=list(meta["warnings"]),
                              silent=bool(meta["silent"]))
         staging = out.staging(video_id)
-        with local_copy(source, max_bytes=fetch_max_bytes) if overlay else contextlib.nullcontext(source) as local:
+        with local_copy(source, max_bytes=fetch_max_bytes) if overlay else contextlib.nullcontext(source) as local, \
+                opened_as_source(source, local):
             result.path = local
             writer = VideoWriter(result, staging, int(model["img_size"]), overlay=overlay, mask_format=mask_format)
             try:

@@ -170,3 +170,31 @@ def test_error_answers_never_carry_a_traceback():
     assert got["slow"].status_code == 504 and "timed out after 0.2 s" in bodies["slow"]["error"]
     assert got["media"].status_code == 422 and bodies["media"]["error"] == "no audio track"
     assert got["refused"].status_code == 413 and bodies["refused"]["error"] == "too big"
+
+
+def test_lists_that_name_server_files_are_refused_unread(server, scale_videos, tmp_path):
+    """An HLS playlist, a concat list and a DASH manifest naming a file on the server: 422 with one line, and the
+    file is never opened (a FIFO that records every open, in any process)."""
+    from tests.io.test_open_policy import dash, ffconcat, hls
+    from tests.sentinel import Sentinel
+
+    secret = tmp_path / "secret.ts"
+    uploads = [("x.m3u8", hls(secret), "HLS playlist"), ("x.mpd", dash(secret), "DASH manifest"),
+               ("x.ffconcat", f"ffconcat version 1.0\nfile '{secret}'\n", "concat list")]
+    for filename, text, words in uploads:
+        with Sentinel(secret) as sentinel:
+            status, doc = call(server, f"/v1/segment?filename={filename}&overlay=true", text.encode(),
+                               "application/octet-stream")
+        assert_one_line_error(status, doc, 422, f"{filename}: refused: this is a", words)
+        assert sentinel.opened == 0, filename
+    # A concat list inside an allowed folder, naming a file next to it (which FFmpeg's own safe mode allows).
+    folder = scale_videos["gen00"].parent
+    listing, secret = folder / "list.ffconcat", folder / "secret-next-to-it.ts"
+    listing.write_text(ffconcat(secret))
+    try:
+        with Sentinel(secret) as sentinel:
+            status, doc = call(server, f"/v1/segment?source={listing}", b"")
+        assert_one_line_error(status, doc, 422, "refused: this is an FFmpeg concat list")
+        assert sentinel.opened == 0
+    finally:
+        listing.unlink()
