@@ -46,6 +46,7 @@ from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
 from .model import RunnerSpec, describe, run_clips
 from .sources import is_url
+from .url_check import UrlRefused, allowed_url, canonical
 from .stages import reason
 
 log = logging.getLogger("avs_engine.serve")
@@ -103,9 +104,14 @@ class HttpError(Exception):
 
 def source_allowed(source: str, allow: tuple[str, ...]) -> bool:
     """``source`` (a path or URL) is under one of the ``allow`` prefixes: a folder (compared after resolving
-    ``..`` and links, so that ``/data/../etc`` is not under ``/data``) or a URL prefix."""
+    ``..`` and links, so that ``/data/../etc`` is not under ``/data``) or a URL prefix (compared in canonical
+    form, see ``url_check``)."""
     if is_url(source):
-        return any(is_url(a) and source.startswith(a) for a in allow)
+        try:
+            allowed_url(source, allow)
+        except UrlRefused:
+            return False
+        return True
     real = os.path.realpath(source)
     for a in allow:
         if is_url(a):
@@ -270,6 +276,10 @@ class Ingress:
                 raise HttpError(403, "this server reads uploads only (start avs-serve with --allow-source PREFIX "
                                      "to let requests name paths or URLs)")
             if not source_allowed(source, self.cfg.allow_sources):
+                try:   # say why a URL is refused (a user name, a backslash ...) when it is not only outside
+                    canonical(source) if is_url(source) else None
+                except UrlRefused as e:
+                    raise HttpError(403, f"{e} (--allow-source)") from None
                 raise HttpError(403, f"{source}: not under any --allow-source prefix of this server")
             if not is_url(source):
                 if os.path.isfile(source) and os.path.getsize(source) > limit:
@@ -278,11 +288,13 @@ class Ingress:
             dst = os.path.join(tmp, "source" + (Path(source.split("?")[0]).suffix[:8] or ".bin"))
 
             def fetch():
-                with local_copy(source, max_bytes=limit, tmp_dir=tmp) as got:
+                with local_copy(source, max_bytes=limit, tmp_dir=tmp, allow=self.cfg.allow_sources) as got:
                     shutil.copyfile(got, dst)
 
             try:
                 await asyncio.to_thread(fetch)
+            except UrlRefused as e:   # a redirect out of the allowed prefixes
+                raise HttpError(403, f"{source}: {e}") from None
             except MediaError as e:
                 raise HttpError(413 if "limit" in str(e) else 422, str(e)) from None
             return dst, source

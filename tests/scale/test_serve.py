@@ -23,13 +23,24 @@ APP = "avs-test"
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, demo_spec, scale_videos):
-    """The app on a free port: 1 MB uploads, videos up to 5.5 s, paths under the test videos' folder allowed."""
+def web():
+    """A local HTTP server that logs every request's path (``/ok/...`` is the allowed prefix)."""
+    from .test_url_check import LoggingServer
+
+    s = LoggingServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, demo_spec, scale_videos, web):
+    """The app on a free port: 1 MB uploads, videos up to 5.5 s, paths under the test videos' folder and URLs under
+    the logging web server's ``/ok/`` allowed."""
     from ray import serve
 
     from avs_engine.scale.serve_app import ServeConfig, start
 
-    cfg = ServeConfig(runner=demo_spec, img_size=128, allow_sources=(str(scale_videos["gen00"].parent),),
+    cfg = ServeConfig(runner=demo_spec, img_size=128, allow_sources=(str(scale_videos["gen00"].parent), f"{web.base}/ok/"),
                       max_upload_mb=1.0, max_video_s=5.5, timeout_s=60, model_cpus=0.5, ingress_cpus=0.25,
                       max_batch_frames=32, batch_wait_s=0.05)
     yield start(cfg, host="127.0.0.1", port=free_port(), name=APP)
@@ -198,3 +209,20 @@ def test_lists_that_name_server_files_are_refused_unread(server, scale_videos, t
         assert sentinel.opened == 0
     finally:
         listing.unlink()
+
+
+def test_url_sources_compare_canonical_urls_and_redirects(server, web):
+    """Every string-prefix bypass of ``--allow-source http://host/ok/`` is refused (403, one line), and the logging
+    server never receives a request for a path outside ``/ok/``, redirects included."""
+    import urllib.parse
+
+    from .test_url_check import bypasses
+
+    urls = bypasses(web.base) + [f"{web.base}/ok/out", f"{web.base}/ok/out-dots", f"{web.base}/ok/out-abs"]
+    for url in urls:
+        status, doc = call(server, "/v1/segment?source=" + urllib.parse.quote(url, safe=""), b"")
+        assert_one_line_error(status, doc, 403, "--allow-source")
+    assert web.outside() == [], web.paths
+    # Inside the prefix: fetched (and refused as media: its bytes are not a video), as its canonical URL.
+    status, doc = call(server, "/v1/segment?source=" + urllib.parse.quote(f"{web.base}/ok/x/../%67ood.mp4", safe=""), b"")
+    assert status == 422 and web.paths[-1] == "/ok/good.mp4", (status, doc, web.paths)
