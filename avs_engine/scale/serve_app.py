@@ -13,7 +13,8 @@ Two deployments:
 
 Errors answer ``{"error": "<one line>", "request_id": ...}``: 400 a malformed
 request, 403 a path or URL not allowed, 413 an upload over the byte limit,
-422 a video that cannot be used (corrupt, empty, no audio, too long), 504 the
+422 a video that cannot be used (corrupt, empty, no audio, too long), 503 a model
+replica that died while running the request (Serve replaces it; the next request is served), 504 the
 timeout, 500 anything else (the traceback goes to the server's log, never to
 the client). The API is documented in ``docs/scale.md``.
 """
@@ -182,6 +183,13 @@ async def _bad_params(request: Request, exc: RequestValidationError) -> JSONResp
     return _error(400, f"bad request parameter {where}: {first.get('msg', 'invalid')}", uuid.uuid4().hex[:12])
 
 
+def _worker_died(e: BaseException) -> bool:
+    """Whether ``e`` says that the actor (a model replica) running the call died or became unreachable."""
+    import ray.exceptions as rex
+
+    return isinstance(e, (rex.RayActorError, rex.ActorUnavailableError, rex.WorkerCrashedError))
+
+
 async def respond(work, timeout_s: float, tmp: str = "") -> JSONResponse:
     """Await ``work`` (a coroutine returning the answer's JSON document) within ``timeout_s``; every failure
     becomes a JSON error with one line: HttpError its status, the runtime's errors 422, the timeout 504,
@@ -197,7 +205,11 @@ async def respond(work, timeout_s: float, tmp: str = "") -> JSONResponse:
         return _error(504, f"timed out after {timeout_s:g} s (the server's per-request limit)", request_id)
     except AvsError as e:  # the runtime's one-line errors about this video
         return _error(422, reason(e, tmp), request_id)
-    except Exception:
+    except Exception as e:
+        if _worker_died(e):
+            log.warning("request %s: the model replica died (%s)", request_id, type(e).__name__)
+            return _error(503, "the model replica stopped while running this request (it is being replaced); "
+                               "send the request again", request_id)
         log.exception("request %s failed", request_id)
         return _error(500, "internal error; the server log has the details", request_id)
 

@@ -226,3 +226,56 @@ def test_url_sources_compare_canonical_urls_and_redirects(server, web):
     # Inside the prefix: fetched (and refused as media: its bytes are not a video), as its canonical URL.
     status, doc = call(server, "/v1/segment?source=" + urllib.parse.quote(f"{web.base}/ok/x/../%67ood.mp4", safe=""), b"")
     assert status == 422 and web.paths[-1] == "/ok/good.mp4", (status, doc, web.paths)
+
+
+def test_a_replica_that_dies_answers_503_and_the_next_request_is_served(server, demo_graphs, scale_videos, tmp_path):
+    """The model replica's process is killed (by the test) while it runs a request: that request gets 503 with one
+    line, Serve replaces the replica, and the next request gets its masks."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray import serve
+
+    from avs_engine.scale.serve_app import ServeConfig, build_app
+
+    from . import fault_runner
+
+    fault_runner.register()
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    spec = fault_runner.FaultySpec(backend="onnxruntime", engine_dir=str(demo_graphs), threads=1,
+                                   marker_dir=str(marker), stall_frames=GOOD["gen01"][0])
+    cfg = ServeConfig(runner=spec, img_size=128, timeout_s=90, model_cpus=0.25, ingress_cpus=0.25, max_batch_frames=32)
+    serve.run(build_app(cfg), name="avs-faulty", route_prefix="/faulty", blocking=False)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:   # wait for the app to answer
+            status, _ = call(server, "/faulty/healthz")
+            if status == 200:
+                break
+            time.sleep(1)
+        killed = []
+
+        def hand():
+            while time.monotonic() < deadline and not killed:
+                busy = marker / "busy"
+                if busy.exists():
+                    pid = int(busy.read_text())
+                    (marker / "killed").touch()
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+        t = threading.Thread(target=hand, daemon=True)
+        t.start()
+        status, doc = call(server, "/faulty/v1/segment", scale_videos["gen01"].read_bytes(), timeout=120)
+        t.join(5)
+        assert killed, "the replica never stalled"
+        assert_one_line_error(status, doc, 503, "model replica stopped", "send the request again")
+        status, doc = call(server, "/faulty/v1/segment", scale_videos["gen01"].read_bytes(), timeout=120)
+        assert status == 200 and doc["n_seconds"] == GOOD["gen01"][0], doc
+        assert len(list(marker.glob("actor-*"))) >= 2   # a new replica served it
+    finally:
+        serve.delete("avs-faulty")
