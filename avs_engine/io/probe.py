@@ -9,7 +9,8 @@ Files are read as players read them, not as their headers claim:
 - Orientation: the display matrix that phones write (or an old-style
   ``rotate`` tag) is applied, so sizes and frames are the displayed ones.
 - Frame count and duration come from the container's per-frame index when it
-  has a complete one that lies inside the file (MP4/MOV/AVI); otherwise
+  has a complete one that lies inside the file (MP4/MOV/AVI), less the frames
+  an MP4 edit list hides (the presented timeline, as players show it); otherwise
   (Matroska/WebM, raw streams, a truncated MP4) from one pass over the packets
   (demuxed, not decoded), which also finds audio tracks that hold no packets.
 - A truncated file ends where its readable packets end: the seconds after are
@@ -476,6 +477,11 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         truncated = damage is not None or indexed is False
         audio_end = None
         if indexed and not truncated:
+            # An MP4 edit list can hide frames before the presented start (a stream-copied cut keeps the GOP's
+            # lead-in): the decoder drops them, so they are not frames of the video.
+            hidden = sum(1 for e in vs.index_entries if e.is_discard)
+            if 0 < hidden < n_frames:
+                n_frames -= hidden
             duration = header_duration if header_duration > 0 else n_frames / fps
             has_audio = aud is not None and (int(aud.frames or 0) > 0 or len(aud.index_entries) > 0)
         else:
