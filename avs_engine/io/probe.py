@@ -200,6 +200,12 @@ def open_container(path: str):
         raise
 
 
+def _box_name(kind: bytes) -> str:
+    """An MP4 box type for a message: ``'moov'``, or its hex digits when it is not printable (a damaged file)."""
+    text = kind.decode("latin-1")
+    return f"'{text}'" if text.isascii() and text.isprintable() else f"0x{kind.hex()}"
+
+
 def mp4_damage(path: str) -> str | None:
     """Why an MP4/MOV file is structurally incomplete, or None (also for other formats).
 
@@ -227,7 +233,7 @@ def mp4_damage(path: str) -> str | None:
                 seen.add(kind)
                 if pos + n > size:
                     kept = 100.0 * size / (pos + n)
-                    return (f"the file is truncated (its '{kind.decode('latin-1')}' box runs past the end; "
+                    return (f"the file is truncated (its {_box_name(kind)} box runs past the end; "
                             f"about {kept:.0f}% of the file is there)")
                 pos += n
     except OSError:
@@ -465,11 +471,15 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         container_duration = (c.duration or 0) / av.time_base
         n_frames = int(vs.frames or 0)
         cc = vs.codec_context
+        if cc is None:
+            raise MediaError(f"{p}: the video stream's codec is unknown to FFmpeg (cannot decode it)")
         sw, sh = int(cc.width or 0), int(cc.height or 0)
         if sw <= 0 or sh <= 0:
             raise MediaError(f"{p}: video stream has no frame size ({sw}x{sh})")
         start = _seconds(vs.start_time, vs.time_base) or 0.0
         aud = c.streams.audio[0] if c.streams.audio else None
+        if aud is not None and aud.codec_context is None:
+            raise MediaError(f"{p}: the audio track's codec is unknown to FFmpeg (cannot decode it)")
         rate = int(aud.codec_context.sample_rate or 0) if aud is not None else 0
         chans = int(aud.codec_context.channels or 0) if aud is not None else 0
         damage = mp4_damage(p)
