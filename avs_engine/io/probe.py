@@ -368,15 +368,20 @@ def _orientation(p: str, info_notes: list[str]) -> tuple[int, bool]:
         vs = c.streams.video[0]
         vs.thread_type, vs.thread_count = "SLICE", 1   # one frame is wanted: no thread contexts
         frame = None
-        for i, packet in enumerate(c.demux(vs)):
+        packets = c.demux(vs)
+        for i in range(302):
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:   # a damaged file (even ENOMEM for a packet size it claims): no frame
+                break
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
                 frames = []
             if frames:
                 frame = frames[0]
-                break
-            if i > 300:
                 break
         sd = frame.side_data.get("DISPLAYMATRIX") if frame is not None else None
         if sd is not None:

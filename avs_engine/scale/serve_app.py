@@ -39,10 +39,10 @@ from ray import serve
 
 from .. import __version__
 from ..errors import AvsError, MediaError
-from ..io import open_policy
 from ..runtime import rle
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
+from ..runtime.untrusted import untrusted
 from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
 from .model import RunnerSpec, describe, run_clips
@@ -260,7 +260,7 @@ class Ingress:
         t0 = time.perf_counter()
         local, shown = await self._input(request, source, filename, tmp)
         # Whatever a request names is untrusted: FFmpeg opens it alone, as one of the accepted containers.
-        with open_policy.strict(local):
+        with untrusted(local):
             return await self._segment_file(local, shown, overlay, tmp, t0)
 
     async def _segment_file(self, local: str, shown: str, overlay: bool, tmp: str, t0: float) -> dict:

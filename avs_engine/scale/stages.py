@@ -27,11 +27,11 @@ import numpy as np
 
 from ..atomic import write_json_atomic
 from ..errors import AvsError
-from ..io import open_policy
 from ..io.clips import Window
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.results import VideoResult
+from ..runtime.untrusted import untrusted
 from ..runtime.writer import MASKS_DIR, OVERLAY_NAME, RLE_NAME, VideoWriter
 from .fetch import local_copy
 from .model import RunnerSpec, default_max_frames, describe, run_clips
@@ -44,9 +44,9 @@ STAGE_ORDER = ("fetch", "decode", "squash", "preprocess", "audio", "image_encode
 
 def opened_as_source(source: str, local: str):
     """The open policy for ``local``, the file behind ``source``: a URL (from a list nobody here wrote) is opened
-    strictly (the file protocol and the accepted containers only, see ``io.open_policy``); a local path, the
+    strictly (the file protocol and the accepted containers only, see ``runtime.untrusted``); a local path, the
     user's own file, as FFmpeg likes."""
-    return open_policy.strict(local) if is_url(source) else contextlib.nullcontext(local)
+    return untrusted(local) if is_url(source) else contextlib.nullcontext(local)
 
 
 def reason(e: BaseException, *paths: str) -> str:
