@@ -75,6 +75,7 @@ try:
     from devtools import host_emulation
     from avs_engine.exact.fused_fusion import FusedAVFusionBlock, TorchAttentionOps
     from avs_engine.reference.fusion import AVFusionBlock
+    from benchmarks import gpu_report
 except ImportError as e:  # one clear line, not a traceback
     sys.exit(f"gpu_check: cannot import ({e}); run from the repo root with `pip install -e '.[torch,ort]' 'cuda-python[all]'`")
 
@@ -612,7 +613,7 @@ def e2e(env: Env, s: Shapes, seed: int, work: Path) -> None:
     if not env.quick:
         models.append(E2EModel("flash_e2e", flash_shaped_bundle(work, env.dry), False))
     device = "cpu" if env.dry else "cuda"
-    precisions = ("fp32",) if env.dry else ("fp32", "bf16", "fp16")
+    precisions = ("fp32", "bf16", "fp16")
     extra = []  # the global attention's precision, once avs-run has an option for it
     from avs_engine.cli.run import main as avs_run_main
 
@@ -926,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds after which no new work starts (what is left is listed as skipped)")
     p.add_argument("--json", type=Path, default=None,
                    help="results file (default benchmarks/gpu_check.json; dry run: $TMPDIR/gpu_check_dry_run.json)")
+    p.add_argument("--markdown", type=Path, default=None, help="Markdown report (default: the JSON file's name, .md)")
     args = p.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible (use --dry-run to rehearse on the CPU)", file=sys.stderr)
@@ -949,6 +951,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check: {info['device']}; seed {seed}; shapes {s}; time budget {args.time_budget:.0f} s", flush=True)
     if env.kernels_off:
         print(f"gpu_check: fused kernels not available here: {env.kernels_off}", flush=True)
+    # a dry run's numbers are not results: they go to the temp dir unless asked for
+    out = args.json or (Path(tempfile.gettempdir()) / "gpu_check_dry_run.json" if args.dry_run
+                        else Path(__file__).with_name("gpu_check.json"))
+    md = args.markdown or out.with_suffix(".md")
+
+    def save() -> None:  # after every section: a run stopped by a time limit keeps what it measured
+        gpu_report.write_results({"environment": info, "seed": seed, "shapes": s.__dict__, "rows": env.rows,
+                                  "failures": env.failures, "skipped": env.skipped}, out, md)
+
     with tempfile.TemporaryDirectory(prefix="avs_gpu_check_") as tmp:
         work = Path(tmp)
         for name, fn in STEPS:
@@ -968,15 +979,13 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 env.add(name, "step crashed", error=f"{type(e).__name__}: {e}", ok=False)
             info.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 1)
+            info["wall_s"] = round(time.perf_counter() - env.t0, 1)
+            save()
     info["wall_s"] = round(time.perf_counter() - env.t0, 1)
     print_table(env.rows)
-    # a dry run's numbers are not results: they go to the temp dir unless asked for
-    out = args.json or (Path(tempfile.gettempdir()) / "gpu_check_dry_run.json" if args.dry_run
-                        else Path(__file__).with_name("gpu_check.json"))
-    out.write_text(json.dumps({"environment": info, "seed": seed, "shapes": s.__dict__, "rows": env.rows,
-                               "failures": env.failures, "skipped": env.skipped}, indent=1, default=str))
+    save()
     print(f"{len(env.rows)} rows, {len(env.failures)} failures, {len(env.skipped)} skipped, {info['wall_s']} s. "
-          f"Results saved to {out}")
+          f"Results saved to {out} and {md}")
     for f in env.failures:
         print(f"  FAIL {f}")
     return 1 if env.failures else 0
@@ -985,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
 STEPS = [
     ("build", lambda e, sh, seed, work: kernel_section("build", build)(e, sh)),
     ("check", lambda e, sh, seed, work: kernel_section("check", lambda e, sh: (check_stbava(e, sh, seed), check_relpos(e, sh, seed)))(e, sh)),
+    ("headline", lambda e, sh, seed, work: importlib.import_module("benchmarks.gpu_headline").headline_section(e, sh, seed, work)),
     ("stbava", lambda e, sh, seed, work: kernel_section("stbava", lambda e, sh: time_stbava_updates(e, sh, seed))(e, sh)),
     ("global_attn", lambda e, sh, seed, work: kernel_section("global_attn", lambda e, sh: time_relpos(e, sh, seed))(e, sh)),
     ("stage", lambda e, sh, seed, work: kernel_section("stage", lambda e, sh: time_stage(e, sh, seed))(e, sh)),

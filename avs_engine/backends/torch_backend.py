@@ -37,6 +37,9 @@ class _TorchEvent:
         return self._event.elapsed_time(later._event) / 1e3  # elapsed_time is in ms
 
 DTYPES = ("float32", "float16", "bfloat16")
+# The image encoder's attention: SDPA with the rel-pos bias folded into q/k (default), SDPA with the
+# bias as a materialised additive mask, SAM's own code (docs/runtime.md compares their costs).
+ATTENTIONS = {"sdpa": "folded", "sdpa_bias": "bias", "sam": None}
 
 
 def describe_torch_run(device: str, dtype: str, fused: bool, swapped: Mapping[str, int],
@@ -97,6 +100,8 @@ class TorchRunner(Runner):
         frames_per_call: int | None = None,
         device_masks: bool | None = None,
         attention: str = "sdpa",
+        kernels: tuple | None = None,
+        compile: bool = False,
     ) -> None:
         """``weights``: a bundle (its config is used) or a checkpoint of any
         supported layout (``config`` then names the preset/config file).
@@ -117,7 +122,14 @@ class TorchRunner(Runner):
         device); None: on CUDA only.
         ``attention``: the image encoder's attention: ``sdpa`` (default; scaled-dot-product
         attention with the relative-position bias folded in, no [heads, N, N] score matrix; equal
-        to SAM's form to float rounding, and faster on CPUs and GPUs) or ``sam`` (SAM's own code)."""
+        to SAM's form to float rounding, and faster on CPUs and GPUs), ``sdpa_bias`` (SDPA at the
+        head width with the bias as a materialised [heads, N, N] mask: for measuring) or ``sam``
+        (SAM's own code).
+        ``kernels``: with ``fused``, (ST-BAVA kernels factory, flash kernel) to use instead of
+        building the CUDA kernels, on any device: the CPU stand-in of a GPU run (tests and the GPU
+        check's dry run pass ``devtools.host_emulation``'s).
+        ``compile``: ``torch.compile`` the image encoder's blocks (``exact/compiled_blocks.py``; blocks
+        holding the fused flash kernel stay eager). The first clip pays the compilation."""
         super().__init__()
         if dtype not in DTYPES:
             raise BackendError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -127,8 +139,8 @@ class TorchRunner(Runner):
             raise BackendError(f"global attention in {global_attention_dtype}: a {dtype} model computes it in {dtype}")
         if tf32 and dtype != "float32":
             raise BackendError(f"TF32 applies to float32 runs; a {dtype} run computes its matmuls in {dtype}")
-        if attention not in ("sdpa", "sam"):
-            raise BackendError(f"attention must be sdpa or sam, got '{attention}'")
+        if attention not in ATTENTIONS:
+            raise BackendError(f"attention must be one of {', '.join(ATTENTIONS)}, got '{attention}'")
         if attention == "sam" and dtype != "float32":
             raise BackendError(f"SAM's own attention would softmax in {dtype}; {dtype} runs the SDPA form, "
                                "whose softmax statistics stay float32")
@@ -144,7 +156,11 @@ class TorchRunner(Runner):
         self.frames_per_call = frames_per_call
         self.device_masks = device_masks
         self.attention = attention
+        self.kernels = kernels
+        self.compile = compile
+        self.compiled_blocks = 0
         self.swapped: dict[str, int] = {}
+        self.held_weights = 0
         self.warnings: list[str] = []
         self.load_report = None
 
@@ -179,7 +195,7 @@ class TorchRunner(Runner):
         self.dtype = getattr(torch, self.dtype_name)
         if self.tf32 and self.device.type != "cuda":
             raise BackendError(f"TF32 is a CUDA tensor-core format; this run is on {self.device} (leave --tf32 out)")
-        # float16/bfloat16: autocast over float32 weights; None: plain float32
+        # float16/bfloat16: autocast, the encoder's matrix weights held in that dtype; None: plain float32
         self.compute_dtype = None if self.dtype_name == "float32" else self.dtype
         if self.global_attention_dtype not in (None, self.dtype_name) and not (self.fused and self.device.type == "cuda"):
             raise BackendError(f"global attention in {self.global_attention_dtype} needs fused=True on a CUDA device "
@@ -198,17 +214,26 @@ class TorchRunner(Runner):
                 self.model = build_model(self.config_spec or "tiny", seed=self.seed)
             else:
                 raise BackendError("no weights given (--weights FILE)")
+        elif self.compute_dtype is not None:
+            import copy
+
+            # The encoder's weights are about to be replaced by low-precision copies: not in the caller's model.
+            self.model = copy.deepcopy(self.model)
         self.model = self.model.to(device=self.device, dtype=torch.float32).eval()
         if self.compute_dtype is not None:
+            from ..exact.held_weights import hold_weights_in
             from ..exact.mixed_precision import prepare_mixed_precision
 
-            prepare_mixed_precision(self.model)  # SDPA attention (its softmax statistics float32), float32 norms
-        elif self.attention == "sdpa":
+            # SDPA attention (its softmax statistics float32), float32 norms
+            prepare_mixed_precision(self.model, ATTENTIONS[self.attention])
+            # Matrix weights cast once, not by autocast at every call (the same products, bit for bit).
+            self.held_weights = hold_weights_in(self.model.image_encoder, self.compute_dtype)
+        elif self.attention != "sam":
             from ..exact.sdpa_attention import use_sdpa_attention
 
             # No [heads, N, N] scores; --fused swaps its kernels in over it. Measured on a 2-core CPU,
             # vit_b (benchmarks/torch_precision.md): 1.43x faster than SAM's form, logits equal to 2e-6.
-            use_sdpa_attention(self.model)
+            use_sdpa_attention(self.model, ATTENTIONS[self.attention])
         if self.fused:
             from ..exact.folded_decoder import fold_decoder_attention
             from ..exact.fused_fusion import fuse_stbava
@@ -216,11 +241,20 @@ class TorchRunner(Runner):
             fuse_stbava(self.model)
             fold_decoder_attention(self.model.mask_decoder)
             self.swapped = {"fusion_blocks": len(self.model.layers)}
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" or self.kernels is not None:
                 from ..exact.torch_ops import use_cuda_kernels
 
                 ga = getattr(torch, self.global_attention_dtype) if self.global_attention_dtype else self.compute_dtype
-                self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, warn=self._kernel_warning)
+                stbava, relpos = self.kernels or (None, None)
+                self.swapped = use_cuda_kernels(self.model, compute_dtype=ga, stbava_kernels=stbava, relpos_kernel=relpos,
+                                                warn=self._kernel_warning)
+        if self.compile:
+            from ..exact.compiled_blocks import compile_encoder_blocks, compile_unavailable
+
+            reason = compile_unavailable(torch, self.device)
+            if reason:
+                raise BackendError(f"--compile: {reason}")
+            self.compiled_blocks = compile_encoder_blocks(self.model.image_encoder)
         self.config = self.model.config
         if self.tf32:
             from ..exact.mixed_precision import allow_tf32
@@ -229,6 +263,9 @@ class TorchRunner(Runner):
             allow_tf32(True)
         self.description = describe_torch_run(str(self.device), self.dtype_name, self.fused, self.swapped,
                                               self.global_attention_dtype, self.tf32)
+        if self.compile:
+            n = len(self.model.image_encoder.blocks)
+            self.description += f"; {self.compiled_blocks} of {n} encoder blocks compiled (torch.compile)"
         self.stage_precision = self._stage_precision()
         if self.frames_per_call is None and self.device.type == "cuda":
             from .frame_budget import encoder_frames_per_call
@@ -241,7 +278,7 @@ class TorchRunner(Runner):
         """What each stage computes in (result.json), the fused kernels included."""
         from ..exact.mixed_precision import stage_precision
 
-        p = stage_precision(self.dtype_name, self.tf32)
+        p = stage_precision(self.dtype_name, self.tf32, held_weights=self.held_weights > 0)
         if self.swapped.get("global_attention"):
             ga = self.global_attention_dtype or self.dtype_name
             p["image_encoder"] += f"; global attention {ga} on the flash kernel"

@@ -129,7 +129,7 @@ def choose_model(*, backend: str | None, weights=None, config=None, engine_dir=N
 def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fused: bool = False, cuda_graph: bool = False,
                         vggish=None, threads: int | None = None, device: str | None = None,
                         fusion_variant: str | None = None, global_attention_precision: str | None = None,
-                        tf32: bool = False) -> None:
+                        tf32: bool = False, compile_blocks: bool = False) -> None:
     """One :class:`BackendError` line for the first option that does not apply to the chosen backend.
 
     ``device``: only when given on the command line."""
@@ -145,6 +145,9 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
                            f"it needs --fused on the torch backend; {where}")
     if tf32 and b != "torch":
         raise BackendError(f"--tf32 sets how the torch backend multiplies in float32 on CUDA; {where}")
+    if compile_blocks and b != "torch":
+        raise BackendError(f"--compile applies torch.compile to the torch backend's encoder (exported graphs are compiled by "
+                           f"their runtime); {where}{hint}")
     if cuda_graph and b != "tensorrt":
         raise BackendError(f"--cuda-graph needs the tensorrt backend (it replays the TensorRT engines as one CUDA graph); {where}")
     if precision == "int8" and b != "onnxruntime":
@@ -166,7 +169,8 @@ def refuse_inapplicable(choice: ModelChoice, *, precision: str | None = None, fu
 
 
 def runner_options(choice: ModelChoice, *, device: str | None = None, precision: str | None = None, fused: bool = False,
-                   cuda_graph: bool = False, global_attention_precision: str | None = None, tf32: bool = False) -> dict:
+                   cuda_graph: bool = False, global_attention_precision: str | None = None, tf32: bool = False,
+                   compile_blocks: bool = False) -> dict:
     """The keyword arguments of ``create_runner(choice.backend, ...)`` besides the model. ``device`` None: cpu
     (tensorrt: cuda). ``precision`` None: the backend's default (torch fp32; onnxruntime fp32 on CPU, fp16 on
     a GPU; tensorrt what the engines were built in)."""
@@ -176,6 +180,8 @@ def runner_options(choice: ModelChoice, *, device: str | None = None, precision:
             kw["global_attention_dtype"] = TORCH_DTYPE[global_attention_precision]
         if tf32:
             kw["tf32"] = True
+        if compile_blocks:
+            kw["compile"] = True
         return kw
     if choice.backend == "onnxruntime":
         device = device or "cpu"
@@ -192,10 +198,10 @@ def set_threads(backend: str, threads: int | None) -> dict:
 
 def make_runner(choice: ModelChoice, *, vggish=None, device: str | None = None, precision: str | None = None,
                 fused: bool = False, cuda_graph: bool = False, threads: int | None = None,
-                global_attention_precision: str | None = None, tf32: bool = False):
+                global_attention_precision: str | None = None, tf32: bool = False, compile_blocks: bool = False):
     """The runner for ``choice`` (not yet activated); see :func:`runner_options`."""
     kw = runner_options(choice, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
-                        global_attention_precision=global_attention_precision, tf32=tf32)
+                        global_attention_precision=global_attention_precision, tf32=tf32, compile_blocks=compile_blocks)
     kw.update(set_threads(choice.backend, threads))
     if choice.backend == "torch":
         return create_runner("torch", weights=choice.weights, config=choice.config, vggish=vggish, **kw)

@@ -152,6 +152,13 @@ def tf32_option():
                              "products, float32 sums; several times faster). Off: fp32 is IEEE float32, the reference.")
 
 
+def compile_option():
+    return click.option("--compile", "compile_blocks", is_flag=True,
+                        help="torch backend: torch.compile the image encoder's blocks (CPU: needs a C++ compiler; CUDA: "
+                             "Triton). The first clip pays the compilation (a minute or more); blocks holding the fused "
+                             "flash kernel stay eager.")
+
+
 THREADS_HELP = ("CPU threads for the computation (torch's and ONNX Runtime's intra-op threads); "
                 "0 or unset: each library's own default.")
 

@@ -12,7 +12,7 @@ import click
 
 from ..errors import AvsError
 from .common import choose_model, echo_err, error_line, make_runner, model_description, quote_path, refuse_inapplicable
-from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, clip_seconds_option,
+from .options import (CONTEXT, PRECISION_ALIASES, AvsCommand, alias, backend_option, clip_seconds_option, compile_option,
                       config_option, device_option, engine_dir_option, given, precision_option, tf32_option, threads_option,
                       version_option, weights_option)
 from .run_video import run_video
@@ -79,6 +79,7 @@ def untrusted_media(ctx: click.Context, on: bool) -> None:
                    "kernel; fp32 keeps PyTorch's attention (the kernel has no fp32 form). An fp16/bf16 model computes it in its "
                    "own precision.  [default: the model's precision (--precision)]")
 @tf32_option()
+@compile_option()
 @click.option("--cuda-graph", is_flag=True, help="tensorrt backend: capture each clip length as a CUDA graph and replay it.")
 @clip_seconds_option("Window length in seconds (the model was trained on 5); a shorter video runs with T = its length.")
 @threads_option()
@@ -96,7 +97,8 @@ def untrusted_media(ctx: click.Context, on: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
-def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, cuda_graph,
+def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, compile_blocks,
+         cuda_graph,
          clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet):
     """Segment the sounding objects of each video, one mask per second.
 
@@ -116,14 +118,14 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
     with _SigtermAsInterrupt():
         code = _main(ctx, videos, weights=weights, config=config, vggish=vggish, engine_dir=engine_dir, backend=backend, device=device,
                      precision=precision, fused=fused, global_attention_precision=global_attention_precision, tf32=tf32,
-                     cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
+                     compile_blocks=compile_blocks, cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
                      allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
                      exist_ok=exist_ok, as_json=as_json, quiet=quiet)
     sys.exit(code)
 
 
 def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32,
-          cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
+          compile_blocks, cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
     from ..io.rundir import clean_up_run_dir, next_run_dir, staging_folders
     from .inputs import expand_inputs
 
@@ -138,7 +140,8 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
             choice = choose_model(backend=backend, weights=weights, config=config, engine_dir=engine_dir)
             refuse_inapplicable(choice, precision=precision, fused=fused, cuda_graph=cuda_graph, vggish=vggish, threads=threads,
                                 device=device if given(ctx, "device") else None,
-                                global_attention_precision=global_attention_precision, tf32=tf32)
+                                global_attention_precision=global_attention_precision, tf32=tf32,
+                                compile_blocks=compile_blocks)
         except AvsError as e:
             echo_err(str(e))
             return 2
@@ -152,7 +155,8 @@ def _main(ctx, videos, *, weights, config, vggish, engine_dir, backend, device, 
             return 2
         try:
             runner = make_runner(choice, vggish=vggish, device=device, precision=precision, fused=fused, cuda_graph=cuda_graph,
-                                 threads=threads, global_attention_precision=global_attention_precision, tf32=tf32)
+                                 threads=threads, global_attention_precision=global_attention_precision, tf32=tf32,
+                                 compile_blocks=compile_blocks)
             runner.activate()
             if choice.backend == "tensorrt":
                 from ..artifacts.engine_manifest import check_clip_length

@@ -82,12 +82,13 @@ def keep_norms_float32(root: nn.Module) -> int:
     return n
 
 
-def prepare_mixed_precision(model: nn.Module) -> dict[str, int]:
+def prepare_mixed_precision(model: nn.Module, attention_form: str = "folded") -> dict[str, int]:
     """The model changes the policy needs (in place, parameters shared): the encoder's
-    attention on SDPA, its norms float32 islands. Returns what was swapped."""
+    attention on SDPA (``attention_form``: ``sdpa_attention.SdpaAttention.FORMS``), its norms
+    float32 islands. Returns what was swapped."""
     from .sdpa_attention import use_sdpa_attention
 
-    return {"sdpa_attention": use_sdpa_attention(model.image_encoder),
+    return {"sdpa_attention": use_sdpa_attention(model.image_encoder, attention_form),
             "float32_norms": keep_norms_float32(model.image_encoder)}
 
 
@@ -101,12 +102,15 @@ def autocast(stage: str, device_type: str, dtype: torch.dtype | None):
     return contextlib.nullcontext()
 
 
-def stage_precision(dtype_name: str, tf32: bool = False) -> dict[str, str]:
-    """What each stage computes in, in words, for the run's description and result.json."""
+def stage_precision(dtype_name: str, tf32: bool = False, held_weights: bool = False) -> dict[str, str]:
+    """What each stage computes in, in words, for the run's description and result.json.
+    ``held_weights``: the encoder's matrix weights are held in the low precision
+    (``held_weights.hold_weights_in``: inference) rather than cast from float32 at each call."""
     fp32 = "float32 (TF32 matmuls)" if tf32 else "float32"
     if dtype_name == "float32":
         return {s: fp32 for s in STAGE_ORDER}
-    low = f"{dtype_name} autocast over float32 weights (LayerNorm, softmax statistics, residual stream float32)"
+    weights = f"matrix weights held in {dtype_name}" if held_weights else "over float32 weights"
+    low = f"{dtype_name} autocast {weights} (LayerNorm, softmax statistics, residual stream float32)"
     return {s: (low if s in AUTOCAST_STAGES else fp32) for s in STAGE_ORDER}
 
 

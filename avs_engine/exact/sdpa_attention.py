@@ -25,6 +25,17 @@ host and indexes a device tensor with it: a host-to-device copy in every
 block. Here the index and the one-hot key coordinates are built once per
 (grid, device) and kept (:func:`rel_index`, :func:`key_coords`).
 
+That is the *folded* form (``form="folded"``, the default). The *bias* form
+(``form="bias"``) keeps the head width and hands SDPA the bias itself as an
+additive mask, ``rel_h[i, kh(j)] + rel_w[i, kw(j)]`` materialised as
+[B, heads, N, N]: FlashAttention takes no arbitrary mask, so SDPA runs its
+memory-efficient kernel, which reads the mask from memory. Which costs less
+depends on the device; docs/runtime.md works it out for vit_h on a GPU (the
+folded form: about 2.8x the tensor work of the head width, no extra memory;
+the bias form: the head width's tensor work, but 2.7 GB of mask per vit_h
+global block at T = 5 written and read again). The folded form is the one the
+backends use; the bias form is there to be measured against it.
+
 On the CPU, torch 2.14 runs it on its flash-attention kernel (float32 and
 float64 alike; the tests check that no [heads, N, N] tensor is allocated).
 Measured on 2 cores (benchmarks/train_memory.md), forward without autograd,
@@ -98,11 +109,18 @@ def key_coords(H: int, W: int, width: int, dtype: torch.dtype, device: torch.dev
 class SdpaAttention(Attention):
     """Same function as SAM's image-encoder ``Attention``; x [B,H,W,C] -> [B,H,W,C].
 
-    Adopts ``attn``'s parameters (same state_dict keys), makes none.
+    Adopts ``attn``'s parameters (same state_dict keys), makes none. ``form``: how the
+    relative-position bias reaches SDPA, ``folded`` (one-hot columns) or ``bias`` (an additive
+    [B, heads, N, N] mask); see the module docstring.
     """
 
-    def __init__(self, attn: Attention) -> None:
+    FORMS = ("folded", "bias")
+
+    def __init__(self, attn: Attention, form: str = "folded") -> None:
         nn.Module.__init__(self)  # not Attention.__init__: adopt attn's parameters
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
+        self.form = form
         self.num_heads, self.scale, self.use_rel_pos = attn.num_heads, attn.scale, attn.use_rel_pos
         self.qkv, self.proj = attn.qkv, attn.proj
         if attn.use_rel_pos:
@@ -121,6 +139,10 @@ class SdpaAttention(Attention):
             r_q = q.reshape(B, heads, H, W, d)
             rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rel_table(H, self.rel_pos_h)).reshape(B, heads, N, H)
             rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rel_table(W, self.rel_pos_w)).reshape(B, heads, N, W)
+            if self.form == "bias":
+                bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(B, heads, N, N)  # key j = (j // W, j % W)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+                return self.proj(out.transpose(1, 2).reshape(B, H, W, heads * d))
             pad = width - d - H - W
             parts = [q * self.scale, rel_h, rel_w] + ([q.new_zeros(B, heads, N, pad)] if pad else [])
             q_ext = torch.cat(parts, dim=-1)  # [B, heads, N, width]
@@ -132,7 +154,7 @@ class SdpaAttention(Attention):
         return self.proj(out)
 
 
-def use_sdpa_attention(model: nn.Module) -> int:
+def use_sdpa_attention(model: nn.Module, form: str = "folded") -> int:
     """Swap every SAM image-encoder ``Attention`` in ``model`` (SAM's own or the
     ``relpos_matmul`` form) for :class:`SdpaAttention`, in place; returns how many.
 
@@ -143,7 +165,7 @@ def use_sdpa_attention(model: nn.Module) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) in (Attention, RelPosMatmulAttention):
-                setattr(parent, name, SdpaAttention(child))
+                setattr(parent, name, SdpaAttention(child, form))
                 n += 1
     return n
 

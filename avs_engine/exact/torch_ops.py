@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .fused_fusion import FusedAVFusionBlock, TorchAttentionOps
+from .sdpa_attention import rel_table
 from ..errors import AvsError, ShapeError
 from ..kernels.launchers import DeviceArray, RelPosAttention, StbavaKernels
 from ..kernels.nvrtc import MIN_COMPUTE_CAPABILITY, unsupported_reason
@@ -208,16 +209,26 @@ class CudaFusedAVFusionBlock(FusedAVFusionBlock):
 
 def decomposed_rel_tables(q: torch.Tensor, rel_pos_h, rel_pos_w, q_size, k_size):
     """SAM's ``add_decomposed_rel_pos`` terms, before they are added: q [B,L,heads,D] (unscaled)
-    -> rel_h [B*heads, L, k_h], rel_w [B*heads, L, k_w], float32 (products in float32)."""
-    from segment_anything.modeling.image_encoder import get_rel_pos
+    -> rel_h [B*heads, L, k_h], rel_w [B*heads, L, k_w], float32 (products in float32).
 
+    The launcher takes float32 tables whatever the model computes in, so this runs with autocast
+    off (under a bfloat16 autocast the einsums would come out bfloat16). For equal query and key
+    grids (every encoder block) the gather index is the cached, on-device one of
+    :func:`~.sdpa_attention.rel_table`: a forward builds nothing on the host."""
     (q_h, q_w), (k_h, k_w) = q_size, k_size
     B, L, heads, D = q.shape
-    Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(torch.float32)  # [q_h, k_h, D]
-    Rw = get_rel_pos(q_w, k_w, rel_pos_w).to(torch.float32)  # [q_w, k_w, D]
-    r_q = q.permute(0, 2, 1, 3).reshape(B * heads, q_h, q_w, D).to(torch.float32)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh).reshape(B * heads, L, k_h)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw).reshape(B * heads, L, k_w)
+    with torch.autocast(q.device.type, enabled=False):
+        if (q_h, q_w) == (k_h, k_w):
+            Rh = rel_table(q_h, rel_pos_h).to(torch.float32)  # [q_h, k_h, D]
+            Rw = rel_table(q_w, rel_pos_w).to(torch.float32)  # [q_w, k_w, D]
+        else:  # cross-grid attention (not in SAM's encoder): SAM's own gather
+            from segment_anything.modeling.image_encoder import get_rel_pos
+
+            Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(torch.float32)
+            Rw = get_rel_pos(q_w, k_w, rel_pos_w).to(torch.float32)
+        r_q = q.permute(0, 2, 1, 3).reshape(B * heads, q_h, q_w, D).to(torch.float32)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh).reshape(B * heads, L, k_h)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw).reshape(B * heads, L, k_w)
     return rel_h, rel_w
 
 
@@ -230,6 +241,8 @@ class CudaRelPosAttention(nn.Module):
     grid, head dim or dtype is one it does not take) SAM's own module runs, with
     one warning.
     """
+
+    launches_raw_kernels = True  # opaque to torch.compile (exact/compiled_blocks.py leaves its block eager)
 
     def __init__(self, attn: nn.Module, compute_dtype: torch.dtype = torch.float16,
                  kernel: RelPosAttention | None = None, warn: Warn | None = None) -> None:

@@ -55,12 +55,20 @@ def test_layernorm2d_island_survives_float16_where_a_cast_overflows():
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_runner_keeps_float32_weights_and_says_what_each_stage_computes(dtype):
+def test_runner_holds_low_precision_matrix_weights_and_says_what_each_stage_computes(dtype):
     m = build_model("tiny", seed=3)
     r = TorchRunner(model=m, dtype=dtype).activate()
-    assert {p.dtype for p in r.model.parameters()} == {torch.float32}
+    low = getattr(torch, dtype)
+    enc = r.model.image_encoder
+    matrices = {n for n, mod in enc.named_modules() if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d))}
+    assert matrices and all(p.dtype == low for n, p in enc.named_parameters() if n.rsplit(".", 1)[0] in matrices)
+    others = [p.dtype for n, p in r.model.named_parameters() if not n.startswith("image_encoder.")]
+    others += [p.dtype for n, p in enc.named_parameters() if n.rsplit(".", 1)[0] not in matrices]  # norms, rel-pos, pos_embed
+    assert others and set(others) == {torch.float32}
+    assert {p.dtype for p in m.parameters()} == {torch.float32}  # the caller's model is left as it was
+    assert list(r.model.state_dict()) == list(m.state_dict())
     assert r.description == f"torch cpu {dtype} autocast"
-    assert r.stage_precision["image_encoder"].startswith(f"{dtype} autocast")
+    assert r.stage_precision["image_encoder"].startswith(f"{dtype} autocast matrix weights held in {dtype}")
     assert r.stage_precision["fusion"] == r.stage_precision["mask_decoder"] == r.stage_precision["audio"] == "float32"
     rng = np.random.default_rng(11)
     S = r.config.encoder.img_size
@@ -135,3 +143,78 @@ def test_vit_b_float16_masks_agree_with_float32():
     """Slow on a CPU without fast float16 matmuls (~13 s per vit_b frame on 2 cores, 3x bf16's)."""
     iou = _vit_b_mask_agreement("float16")
     assert np.median(iou) >= 0.99, iou
+
+
+def _autocast_route_logits(model, dtype: str, image, log_mel) -> np.ndarray:
+    """Today's-autocast reference: the mixed-precision passes, float32 weights cast at every call."""
+    from avs_engine.exact.mixed_precision import autocast, prepare_mixed_precision
+
+    prepare_mixed_precision(model)
+    low = getattr(torch, dtype)
+    x, mel = torch.from_numpy(image), torch.from_numpy(log_mel)
+    with torch.inference_mode():
+        with autocast("audio", "cpu", low):
+            a128 = model.embed_audio(mel)
+        with autocast("image_encoder", "cpu", low):
+            enc = model.encode(x, a128)
+        with autocast("fusion", "cpu", low):
+            dense, sparse = model.fuse(enc, a128)
+        with autocast("mask_decoder", "cpu", low):
+            return model.decode(enc, dense, sparse).float().numpy()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_held_weights_give_the_autocast_result_bit_for_bit(dtype):
+    """Autocast casts input, weight and bias to the same dtype before the same kernel: holding the
+    weights in that dtype must not change one bit of the logits."""
+    rng = np.random.default_rng(21)
+    S = build_model("tiny", seed=6).config.encoder.img_size
+    image = rng.standard_normal((2, 3, S, S), dtype=np.float32)
+    log_mel = rng.standard_normal((2, 1, 96, 64), dtype=np.float32)
+    ref = _autocast_route_logits(build_model("tiny", seed=6).eval(), dtype, image, log_mel)
+    held = TorchRunner(model=build_model("tiny", seed=6), dtype=dtype).activate()
+    assert held.held_weights > 0
+    np.testing.assert_array_equal(held.run_clip(image, log_mel), ref)
+
+
+def _weight_casts(model, run) -> int:
+    """How many casts during ``run()`` read a tensor shaped like one of ``model``'s matrix weights
+    (the casts autocast makes of float32 weights; activations have other shapes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    shapes = {tuple(m.weight.shape) for m in model.image_encoder.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    casts = 0
+    for ev in prof.events():
+        if ev.name in ("aten::_to_copy", "aten::to") and ev.input_shapes and tuple(ev.input_shapes[0]) in shapes:
+            casts += ev.name == "aten::_to_copy"
+    return casts
+
+
+def test_low_precision_encoder_call_casts_no_weight():
+    """An encoder call of the bf16 runner casts activations only; the autocast route before it cast
+    every matrix weight at every call (checked here too, so the count can fail)."""
+    rng = np.random.default_rng(22)
+    model = build_model("tiny", seed=8)
+    S = model.config.encoder.img_size
+    x = torch.from_numpy(rng.standard_normal((1, 3, S, S), dtype=np.float32))
+    a128 = torch.from_numpy(rng.standard_normal((1, 128), dtype=np.float32))
+
+    from avs_engine.exact.mixed_precision import prepare_mixed_precision
+
+    prepare_mixed_precision(model)
+
+    def autocast_call():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model.encode(x, a128)
+
+    assert _weight_casts(model, autocast_call) > 0
+    r = TorchRunner(model=build_model("tiny", seed=8), dtype="bfloat16").activate()
+
+    def held_call():
+        with torch.inference_mode(), r._precision("image_encoder"):
+            r.model.encode(x, a128)
+
+    held_call()
+    assert _weight_casts(model, held_call) == 0

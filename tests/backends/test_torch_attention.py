@@ -27,10 +27,13 @@ def test_sdpa_by_default_and_sam_on_request_agree():
     image = rng.standard_normal((2, 3, S, S), dtype=np.float32)
     log_mel = rng.standard_normal((2, 1, 96, 64), dtype=np.float32)
     assert rel_l2(sdpa.run_clip(image, log_mel), sam.run_clip(image, log_mel)) < 1e-5
+    bias = TorchRunner(model=build_model("tiny", seed=9), attention="sdpa_bias").activate()
+    assert {b.attn.form for b in bias.model.image_encoder.blocks} == {"bias"}
+    assert rel_l2(bias.run_clip(image, log_mel), sam.run_clip(image, log_mel)) < 1e-5
 
 
 def test_attention_choices_are_checked():
-    with pytest.raises(BackendError, match="sdpa or sam"):
+    with pytest.raises(BackendError, match="one of sdpa, sdpa_bias, sam"):
         TorchRunner(model=build_model("tiny", seed=0), attention="flash")
     with pytest.raises(BackendError, match="softmax statistics stay float32"):
         TorchRunner(model=build_model("tiny", seed=0), attention="sam", dtype="bfloat16")

@@ -123,3 +123,9 @@ def test_threads_reach_the_torch_runner(tiny_bundle):
 
     runner = make_runner(choose_model(backend=None, weights=tiny_bundle), threads=1, global_attention_precision="fp16", fused=True)
     assert runner.threads == 1 and runner.global_attention_dtype == "float16"
+
+
+def test_compile_needs_torch(tmp_path, engine_dir):
+    refused(run_main, RUN + ["--project", tmp_path, "--compile"], "--compile", "onnxruntime", "--backend torch")
+    refused(run_main, RUN + ["--project", tmp_path, "--engine-dir", engine_dir, "--compile"], "--compile", "tensorrt")
+    assert not (tmp_path / "run").exists()

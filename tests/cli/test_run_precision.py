@@ -32,7 +32,7 @@ def test_bf16_result_json_says_each_stage_precision(tmp_path, tiny_bundle, video
     doc = json.loads((tmp_path / "run" / "clip" / "result.json").read_text())
     model = doc["model"]
     assert model["runner"] == "torch cpu bfloat16 autocast"
-    assert model["compute_precision"]["image_encoder"].startswith("bfloat16 autocast over float32 weights")
+    assert model["compute_precision"]["image_encoder"].startswith("bfloat16 autocast matrix weights held in bfloat16")
     assert model["compute_precision"]["fusion"] == "float32"
 
 

@@ -42,13 +42,14 @@ def _grads(module, x):
     return y.detach(), x.grad, {n: p.grad for n, p in module.named_parameters()}
 
 
+@pytest.mark.parametrize("form", SdpaAttention.FORMS)
 @pytest.mark.parametrize("dtype,tol", TOL)
 @pytest.mark.parametrize("dim,heads,H,W", SHAPES)
-def test_forward_and_backward_equal_sam_attention(dtype, tol, dim, heads, H, W):
+def test_forward_and_backward_equal_sam_attention(dtype, tol, dim, heads, H, W, form):
     attn = make_attention(dim, heads, max(H, W), seed=H * W + dim, dtype=dtype)
     x = torch.randn(2, H, W, dim, generator=torch.Generator().manual_seed(dim), dtype=torch.float64).to(dtype)
     y_ref, gx_ref, gp_ref = _grads(attn, x)
-    fast = SdpaAttention(attn)
+    fast = SdpaAttention(attn, form)
     y, gx, gp = _grads(fast, x)
     assert rel_l2(y, y_ref) < tol
     assert rel_l2(gx, gx_ref) < tol
