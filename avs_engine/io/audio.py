@@ -31,7 +31,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError, NoAudioError
-from .probe import MediaInfo, check_file, decode_checked, open_media
+from .probe import MediaInfo, check_file, decode_checked, frame_time, open_media
 
 SAMPLE_RATE = 16000
 _JUMP = 0.020  # seconds: timestamp discontinuities larger than this are honoured
@@ -96,7 +96,7 @@ class Mono16k:
             yield from self._flush_resampler()
             self._resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=SAMPLE_RATE)
             self._key = key
-        t = frame.time if frame.pts is not None else None
+        t = frame_time(frame)
         gap = 0
         if t is not None:
             where = (float(t) - self.origin_s) * SAMPLE_RATE

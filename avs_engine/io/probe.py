@@ -178,6 +178,15 @@ def decode_checked(container, stream, path: str, kind: str, info: "MediaInfo | N
         raise MediaError(f"{path}: {kind} decode error ({cause}{first_error or stopped})")
 
 
+def frame_time(frame) -> float | None:
+    """A decoded frame's presentation time in seconds, or None when it has none that is usable (no pts; or
+    no time base, where PyAV gives NaN)."""
+    if frame.pts is None:
+        return None
+    t = frame.time
+    return float(t) if t is not None and math.isfinite(t) else None
+
+
 def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
@@ -557,5 +566,5 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 __all__ = [
     "MediaInfo", "probe", "orient", "open_media", "open_container", "check_file", "video_stream", "stream_fps",
-    "decode_checked", "mp4_damage", "AUDIO_GAP_S",
+    "decode_checked", "frame_time", "mp4_damage", "AUDIO_GAP_S",
 ]

@@ -25,7 +25,7 @@ from PIL import Image
 from ..atomic import atomic_target
 from ..errors import MediaError, ShapeError
 from .frames import set_decoder_threads
-from .probe import MediaInfo, _one_line, open_container, orient, probe
+from .probe import MediaInfo, _one_line, frame_time, open_container, orient, probe
 
 def write_mask_png(path, mask: np.ndarray) -> Path:
     """Write a binary mask as an 8-bit greyscale PNG (0 = off, 255 = on).
@@ -393,7 +393,8 @@ class OverlayWriter:
     def _note_size_change(self, src: av.VideoFrame, w: int, h: int) -> None:
         if not self._size_changed:
             self._size_changed = True
-            at = f" at {float(src.time):.1f} s" if src.pts is not None and src.time is not None else ""
+            t = frame_time(src)
+            at = f" at {t:.1f} s" if t is not None else ""
             self.notes.append(f"the video changes size mid-stream (from {w}x{h} to {src.width}x{src.height}{at}); "
                               f"the overlay shows those frames scaled to {w}x{h}")
 
