@@ -15,7 +15,9 @@ import pytest
 
 from .conftest import GOOD
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# Slow until understood: it passes alone in about 30 s here, but in one full run at machine load 13 the second
+# pass's dataset waited forever after the actor deaths (Ray Data reported ActorUnavailableError, not ActorDiedError).
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow]
 
 
 def kill_when_busy(marker: Path, stop: threading.Event, killed: list) -> None:
