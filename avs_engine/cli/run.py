@@ -18,6 +18,15 @@ from .options import (CONTEXT, AvsCommand, alias, backend_option, clip_seconds_o
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
+def untrusted_media(ctx: click.Context, on: bool) -> None:
+    """``--untrusted``: the strict open policy for this command's whole run (and only for it)."""
+    if on:
+        from ..io import open_policy
+
+        open_policy.strict_everywhere(True)
+        ctx.call_on_close(lambda: open_policy.strict_everywhere(False))
+
+
 @click.command(cls=AvsCommand, context_settings=CONTEXT)
 @click.argument("videos", nargs=-1, required=True)
 @weights_option("Checkpoint: an avs-engine bundle (.safetensors), or an ST-BAVA state_dict with --config; runs on the torch backend.")
@@ -48,6 +57,10 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 @threads_option()
 @click.option("--resize", type=click.Choice(["avsbench", "direct"]), default="avsbench", show_default=True, help="avsbench: squash to 224x224 then up, as the training data; direct: straight to the encoder size.")
 @click.option("--allow-silent", is_flag=True, help="Run videos without an audio track on silence instead of failing.")
+@click.option("--untrusted", is_flag=True, expose_value=False, callback=lambda ctx, _p, on: untrusted_media(ctx, on),
+              help="Open every video as avs-serve opens uploads: the file itself only (no playlists, concat lists, image "
+                   "patterns or protocols that read other files or URLs) and only common containers (MP4/MOV, "
+                   "Matroska/WebM, AVI, MPEG-TS/PS, FLV, Ogg, ASF); others fail with one line. For files you did not make.")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Write overlay.mp4 (frames tinted by the mask, with the original audio).")
 @click.option("--save-logits", is_flag=True, help="Also write each second's low-resolution logits as float16 .npy under logits/.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Folder holding the numbered run folders.")

@@ -49,8 +49,10 @@ from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, 
 @click.option("--timeout-s", type=click.FloatRange(0, min_open=True), default=300.0, show_default=True,
               help="Per-request limit, from reading the upload to the answer; past it, 504.")
 @click.option("--allow-source", "allow_sources", multiple=True, metavar="PREFIX",
-              help="Let requests name a file under this folder, or a URL starting with this prefix, with source= "
-                   "instead of uploading it (repeatable). Default: uploads only.")
+              help="Let requests name a file under this folder, or a URL under this URL prefix, with source= "
+                   "instead of uploading it (repeatable). URLs are compared by scheme, host, port and path segments "
+                   "after normalising (case, default ports, %-encoding, ./.. segments; no user:password@), and "
+                   "so is every redirect. Default: uploads only.")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, metavar="N",
               help="CPUs Ray may use when it starts here.  [default: all]")
 @version_option()

@@ -31,7 +31,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError, NoAudioError
-from .probe import MediaInfo, check_file, decode_checked, open_media
+from .probe import MediaInfo, check_file, decode_checked, frame_time, open_media
 
 SAMPLE_RATE = 16000
 _JUMP = 0.020  # seconds: timestamp discontinuities larger than this are honoured
@@ -73,49 +73,53 @@ class Mono16k:
                 self.n_out += mono.size
         return out
 
-    def _zeros(self, n: int) -> list[np.ndarray]:
+    def _zeros(self, n: int) -> Iterator[np.ndarray]:
+        """``n`` samples of silence, lazily, one second at a time: a damaged timestamp can claim a gap of hours,
+        and only the part the caller reads may cost memory."""
         if n <= 0:
-            return []
+            return
         if self._drop:  # pending drops cancel against inserted silence
             k = min(self._drop, n)
             self._drop -= k
             n -= k
-        if n <= 0:
-            return []
-        self.n_out += n
-        return [np.zeros(n, np.float32)]
+        while n > 0:
+            k = min(n, SAMPLE_RATE)
+            n -= k
+            self.n_out += k
+            yield np.zeros(k, np.float32)
 
-    def push(self, frame: "av.AudioFrame") -> list[np.ndarray]:
-        """Feed one decoded frame; returns zero or more mono chunks ``[n]`` float32."""
-        out: list[np.ndarray] = []
+    def push(self, frame: "av.AudioFrame") -> Iterator[np.ndarray]:
+        """Feed one decoded frame; yields zero or more mono chunks ``[n]`` float32 (iterate it to the end
+        before the next ``push``; a long timestamp gap comes out as one-second chunks of silence)."""
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if key != self._key:
-            out += self._flush_resampler()
+            yield from self._flush_resampler()
             self._resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=SAMPLE_RATE)
             self._key = key
-        t = frame.time if frame.pts is not None else None
+        t = frame_time(frame)
+        gap = 0
         if t is not None:
             where = (float(t) - self.origin_s) * SAMPLE_RATE
             if self._cursor is None:
                 self._cursor = where
                 if where >= 0:
-                    out += self._zeros(int(round(where)))
+                    gap = int(round(where))
                 else:
                     self._drop += int(round(-where))
             else:
                 jump = where - self._cursor
                 if abs(jump) > _JUMP * SAMPLE_RATE:
                     if jump > 0:
-                        out += self._zeros(int(round(jump)))
-                        self.gap_samples += int(round(jump))
+                        gap = int(round(jump))
+                        self.gap_samples += gap
                     else:
                         self._drop += int(round(-jump))
                     self._cursor = where
         elif self._cursor is None:
             self._cursor = 0.0
         self._cursor += frame.samples * SAMPLE_RATE / frame.sample_rate
-        out += self._emit(self._resampler.resample(frame))
-        return out
+        yield from self._zeros(gap)
+        yield from self._emit(self._resampler.resample(frame))
 
     def _flush_resampler(self) -> list[np.ndarray]:
         if self._resampler is None:

@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError
-from .probe import MediaInfo, decode_checked, open_media, orient, probe, video_stream
+from .probe import MediaInfo, decode_checked, frame_time, open_media, orient, probe, video_stream
 
 # Above this many pixels per frame, frame-threaded decoding (one frame in
 # flight per thread) costs more memory than it saves time.
@@ -98,7 +98,7 @@ class SecondSampler:
         return self.pos >= len(self.targets)
 
     def _index_of(self, frame) -> int:
-        t = frame.time if frame.pts is not None else None
+        t = frame_time(frame)
         if t is None:
             return self._last_index + 1
         if self.start_s is None:

@@ -9,7 +9,8 @@ Files are read as players read them, not as their headers claim:
 - Orientation: the display matrix that phones write (or an old-style
   ``rotate`` tag) is applied, so sizes and frames are the displayed ones.
 - Frame count and duration come from the container's per-frame index when it
-  has a complete one that lies inside the file (MP4/MOV/AVI); otherwise
+  has a complete one that lies inside the file (MP4/MOV/AVI), less the frames
+  an MP4 edit list hides (the presented timeline, as players show it); otherwise
   (Matroska/WebM, raw streams, a truncated MP4) from one pass over the packets
   (demuxed, not decoded), which also finds audio tracks that hold no packets.
 - A truncated file ends where its readable packets end: the seconds after are
@@ -31,6 +32,7 @@ import av
 import numpy as np
 
 from ..errors import MediaError
+from . import open_policy
 
 # A truncated file whose audio ends less than this before its video still gets
 # its last seconds, the missing audio being silence; a longer gap ends the
@@ -176,13 +178,41 @@ def decode_checked(container, stream, path: str, kind: str, info: "MediaInfo | N
         raise MediaError(f"{path}: {kind} decode error ({cause}{first_error or stopped})")
 
 
+def frame_time(frame) -> float | None:
+    """A decoded frame's presentation time in seconds, or None when it has none that is usable (no pts; or
+    no time base, where PyAV gives NaN)."""
+    if frame.pts is None:
+        return None
+    t = frame.time
+    return float(t) if t is not None and math.isfinite(t) else None
+
+
 def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def open_container(path: str):
-    """``av.open`` for reading; header metadata that is not UTF-8 gets replacement characters."""
-    return av.open(str(path), mode="r", metadata_errors="replace")
+    """``av.open`` for reading; header metadata that is not UTF-8 gets replacement characters.
+
+    A path under the strict open policy (see ``open_policy``) is opened with the file protocol only and the
+    accepted container formats; a refused one raises MediaError."""
+    options = open_policy.open_options(path)
+    if not options:
+        return av.open(str(path), mode="r", metadata_errors="replace")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="replace", container_options=options)
+    except av.error.FFmpegError as e:
+        # EINVAL: FFmpeg refused the format (or protocol) under the whitelists; a playlist FFmpeg did not even
+        # recognise (a DASH manifest without the XML demuxer) is refused by name all the same.
+        if isinstance(e, av.error.ArgumentError) or open_policy.names_other_files(str(path)):
+            raise MediaError(f"{path}: {open_policy.refusal(str(path))}") from None
+        raise
+
+
+def _box_name(kind: bytes) -> str:
+    """An MP4 box type for a message: ``'moov'``, or its hex digits when it is not printable (a damaged file)."""
+    text = kind.decode("latin-1")
+    return f"'{text}'" if text.isascii() and text.isprintable() else f"0x{kind.hex()}"
 
 
 def mp4_damage(path: str) -> str | None:
@@ -212,7 +242,7 @@ def mp4_damage(path: str) -> str | None:
                 seen.add(kind)
                 if pos + n > size:
                     kept = 100.0 * size / (pos + n)
-                    return (f"the file is truncated (its '{kind.decode('latin-1')}' box runs past the end; "
+                    return (f"the file is truncated (its {_box_name(kind)} box runs past the end; "
                             f"about {kept:.0f}% of the file is there)")
                 pos += n
     except OSError:
@@ -228,6 +258,8 @@ def open_media(path: str | os.PathLike) -> Iterator["av.container.InputContainer
     p = check_file(path)
     try:
         container = open_container(p)
+    except MediaError:
+        raise
     except av.error.FFmpegError as e:
         damage = mp4_damage(p)
         hint = f": {damage}" if damage else ""
@@ -345,15 +377,20 @@ def _orientation(p: str, info_notes: list[str]) -> tuple[int, bool]:
         vs = c.streams.video[0]
         vs.thread_type, vs.thread_count = "SLICE", 1   # one frame is wanted: no thread contexts
         frame = None
-        for i, packet in enumerate(c.demux(vs)):
+        packets = c.demux(vs)
+        for i in range(302):
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:   # a damaged file (even ENOMEM for a packet size it claims): no frame
+                break
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
                 frames = []
             if frames:
                 frame = frames[0]
-                break
-            if i > 300:
                 break
         sd = frame.side_data.get("DISPLAYMATRIX") if frame is not None else None
         if sd is not None:
@@ -448,11 +485,15 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         container_duration = (c.duration or 0) / av.time_base
         n_frames = int(vs.frames or 0)
         cc = vs.codec_context
+        if cc is None:
+            raise MediaError(f"{p}: the video stream's codec is unknown to FFmpeg (cannot decode it)")
         sw, sh = int(cc.width or 0), int(cc.height or 0)
         if sw <= 0 or sh <= 0:
             raise MediaError(f"{p}: video stream has no frame size ({sw}x{sh})")
         start = _seconds(vs.start_time, vs.time_base) or 0.0
         aud = c.streams.audio[0] if c.streams.audio else None
+        if aud is not None and aud.codec_context is None:
+            raise MediaError(f"{p}: the audio track's codec is unknown to FFmpeg (cannot decode it)")
         rate = int(aud.codec_context.sample_rate or 0) if aud is not None else 0
         chans = int(aud.codec_context.channels or 0) if aud is not None else 0
         damage = mp4_damage(p)
@@ -460,6 +501,11 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         truncated = damage is not None or indexed is False
         audio_end = None
         if indexed and not truncated:
+            # An MP4 edit list can hide frames before the presented start (a stream-copied cut keeps the GOP's
+            # lead-in): the decoder drops them, so they are not frames of the video.
+            hidden = sum(1 for e in vs.index_entries if e.is_discard)
+            if 0 < hidden < n_frames:
+                n_frames -= hidden
             duration = header_duration if header_duration > 0 else n_frames / fps
             has_audio = aud is not None and (int(aud.frames or 0) > 0 or len(aud.index_entries) > 0)
         else:
@@ -520,5 +566,5 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 __all__ = [
     "MediaInfo", "probe", "orient", "open_media", "open_container", "check_file", "video_stream", "stream_fps",
-    "decode_checked", "mp4_damage", "AUDIO_GAP_S",
+    "decode_checked", "frame_time", "mp4_damage", "AUDIO_GAP_S",
 ]

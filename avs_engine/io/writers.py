@@ -25,7 +25,7 @@ from PIL import Image
 from ..atomic import atomic_target
 from ..errors import MediaError, ShapeError
 from .frames import set_decoder_threads
-from .probe import MediaInfo, _one_line, open_container, orient, probe
+from .probe import MediaInfo, _one_line, frame_time, open_container, orient, probe
 
 def write_mask_png(path, mask: np.ndarray) -> Path:
     """Write a binary mask as an 8-bit greyscale PNG (0 = off, 255 = on).
@@ -49,7 +49,12 @@ def write_mask_png(path, mask: np.ndarray) -> Path:
 # --------------------------------------------------------------------------- overlay video
 
 # Kr, Kb of the YCbCr matrices (ITU-R BT.601 and BT.709).
-_KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+_KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
+# FFmpeg's enum values: colorspace (matrix) 1 = BT.709, 9/10 = BT.2020; 2 = unspecified (any tag).
+_MATRIX_OF_COLORSPACE = {1: "bt709", 9: "bt2020", 10: "bt2020"}
+_UNSPECIFIED = 2
+# Input pixel formats whose planes the overlay copies as they are (no conversion, no range change).
+_PLANAR_AS_IS = {"yuv420p": "yuv420p", "yuvj420p": "yuv420p", "yuv420p10le": "yuv420p10le"}
 # Channel layouts FFmpeg's AAC encoder opens (checked with FFmpeg in PyAV 18);
 # others (unordered "8 channels" from PCM, ...) map by channel count.
 _AAC_LAYOUTS = {"mono", "stereo", "2.1", "3.0", "4.0", "quad", "5.0", "5.0(side)", "5.1", "5.1(side)", "6.1", "7.1"}
@@ -92,10 +97,28 @@ def _rgb_to_yuv(color, matrix: str, full_range: bool) -> np.ndarray:
 
 
 def _plane_view(frame: av.VideoFrame, i: int) -> np.ndarray:
-    """Plane ``i`` of a frame as a uint8 ``[h, w]`` view of its buffer (row padding dropped; writable)."""
+    """Plane ``i`` of a frame as a ``[h, w]`` view of its buffer (row padding dropped; writable): uint8 for
+    8-bit formats, uint16 for 10-bit ones (``yuv420p10le``)."""
     p = frame.planes[i]
-    buf = np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)
+    dtype = np.uint16 if frame.format.name.endswith("10le") else np.uint8
+    step = np.dtype(dtype).itemsize
+    buf = np.frombuffer(p, dtype).reshape(p.height, p.line_size // step)
     return buf[:, :p.width]
+
+
+def _bit_depth(fmt) -> int:
+    """Bits per component of a PyAV VideoFormat (8 when unknown)."""
+    try:
+        return max(int(c.bits) for c in fmt.components) if fmt is not None and fmt.components else 8
+    except (AttributeError, TypeError, ValueError):
+        return 8
+
+
+def _encoder_formats(codec: str) -> set[str]:
+    try:
+        return {f.name for f in av.codec.Codec(codec, "w").video_formats or ()}
+    except Exception:
+        return set()
 
 
 def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -129,9 +152,14 @@ class OverlayWriter:
 
     The frame at time t (from the video stream's start) belongs to second
     floor(t); frames of seconds that get no mask, and all frames after the
-    last added second, are copied untinted. Output: H.264 yuv420p at the
-    source's displayed size (a rotated phone video is written upright, with
-    no rotation of its own; padded by one edge row/column when odd), with the
+    last added second, are copied untinted. Output: H.264 yuv420p (10-bit
+    yuv420p10le when the source has more than 8 bits) at the source's
+    displayed size (a rotated phone video is written upright, with no
+    rotation of its own; padded by one edge row/column when odd; frames of
+    another size, after a mid-stream resolution change, scaled to it and
+    said in ``notes``), tagged with the source's colour primaries, transfer,
+    matrix and range (set before the encoder opens, so they are in the
+    stream's header: HDR stays HDR), with the
     source's timestamps (made strictly increasing: a repeated timestamp moves
     one tick later), plus the source's first audio track: its packets copied
     unchanged when the output container takes the codec (AAC into MP4),
@@ -208,6 +236,17 @@ class OverlayWriter:
             # libx264 + yuv420p needs even sizes: pad odd ones by one edge row/column.
             self.size = (self._width + self._width % 2, self._height + self._height % 2)
         self._rate = Fraction(self._vin.average_rate or self._vin.guessed_rate or Fraction(25))
+        # The source's colour description, known before the encoder opens (it goes into the stream's header):
+        # primaries, transfer and matrix as tagged, the range, and 10 bits when the source has more than 8.
+        vcc = self._vin.codec_context
+        in_fmt = getattr(vcc, "format", None)
+        self._full_range = vcc.color_range == 2 or (in_fmt is not None and in_fmt.name.startswith("yuvj"))
+        self._tags = {k: int(getattr(vcc, k, _UNSPECIFIED) or _UNSPECIFIED)
+                      for k in ("color_primaries", "color_trc", "colorspace")}
+        deep = _bit_depth(in_fmt) > 8 and "yuv420p10le" in _encoder_formats("libx264")
+        self._out_fmt = "yuv420p10le" if deep else "yuv420p"
+        self.notes: list[str] = []   # plain-words warnings about what the overlay changed (see VideoWriter)
+        self._size_changed = False
         self._fmt = _CONTAINER_FORMATS.get(self.dst.suffix.lower(), "mp4")
 
         mode = None
@@ -245,7 +284,13 @@ class OverlayWriter:
         self._out = av.open(str(self._tmp), "w", format=self._fmt, options=options)
         vout = self._out.add_stream("libx264", rate=self._rate)
         vout.width, vout.height = self.size
-        vout.pix_fmt = "yuv420p"
+        vout.pix_fmt = self._out_fmt
+        cc = vout.codec_context
+        cc.color_range = 2 if self._full_range else 1   # 2 = JPEG (full), 1 = MPEG (limited)
+        for name, value in self._tags.items():
+            if value != _UNSPECIFIED:
+                with contextlib.suppress(Exception):   # a value this FFmpeg does not know: left unspecified
+                    setattr(cc, name, value)
         opts = {"crf": str(self.crf), "preset": self.preset}
         if vout.width * vout.height > LOW_LATENCY_PIXELS:
             opts["tune"] = "zerolatency"
@@ -339,31 +384,41 @@ class OverlayWriter:
 
     # -- encoding
 
-    def _encode_frame(self, src: av.VideoFrame, mask: np.ndarray | None) -> None:
-        fmt = src.format.name if src.format.name in ("yuv420p", "yuvj420p") else "yuv420p"
+    def _stored_size(self) -> tuple[int, int]:
+        """(width, height) the frames must have before turning: the overlay's size in stored orientation."""
         if self._scaled:
-            w, h = self.size if self._rot in (0, 180) else self.size[::-1]   # stored orientation
-            src = src.reformat(width=w, height=h, format=fmt, interpolation="AREA")
-            if mask is not None:
-                mask = _resize_nearest(mask, self.size)
-        elif fmt != src.format.name:
-            src = src.reformat(format=fmt)
-        full_range = src.format.name == "yuvj420p" or src.color_range == 2   # 2 = JPEG (full)
+            return self.size if self._rot in (0, 180) else self.size[::-1]
+        return self._info.stored_width or self._width, self._info.stored_height or self._height
+
+    def _note_size_change(self, src: av.VideoFrame, w: int, h: int) -> None:
+        if not self._size_changed:
+            self._size_changed = True
+            t = frame_time(src)
+            at = f" at {t:.1f} s" if t is not None else ""
+            self.notes.append(f"the video changes size mid-stream (from {w}x{h} to {src.width}x{src.height}{at}); "
+                              f"the overlay shows those frames scaled to {w}x{h}")
+
+    def _encode_frame(self, src: av.VideoFrame, mask: np.ndarray | None) -> None:
+        fmt = self._out_fmt
+        w, h = self._stored_size()
+        resize = (src.width, src.height) != (w, h)
+        if resize and not self._scaled:
+            self._note_size_change(src, w, h)
+        if resize or _PLANAR_AS_IS.get(src.format.name) != fmt:
+            rng = 2 if self._full_range else 1   # keep the range: the output is tagged with the source's
+            src = src.reformat(width=w, height=h, format=fmt, interpolation="AREA" if resize else None,
+                               src_color_range=rng, dst_color_range=rng)
+        if self._scaled and mask is not None:
+            mask = _resize_nearest(mask, self.size)
         W, H = self._vout.width, self._vout.height
-        out = av.VideoFrame(W, H, "yuv420p")
+        out = av.VideoFrame(W, H, fmt)
         planes = [_plane_view(out, i) for i in range(3)]   # [H, W], [H/2, W/2] x 2
         for i, dst in enumerate(planes):
             _fill_plane(dst, _plane_view(src, i), self._rot, self._mirror)
         if mask is not None:
-            self._tint(planes, mask, src.colorspace, full_range)
-        if self.frames_written == 0:
-            # Carry the source's colour description into the stream header.
-            cc = self._vout.codec_context
-            cc.color_range = 2 if full_range else 1
-            for name in ("colorspace", "color_primaries", "color_trc"):
-                with contextlib.suppress(Exception):
-                    setattr(cc, name, getattr(src, name))
-        out.color_range = 2 if full_range else 1
+            matrix = _MATRIX_OF_COLORSPACE.get(self._tags["colorspace"], _MATRIX_OF_COLORSPACE.get(src.colorspace, "bt601"))
+            self._tint(planes, mask, matrix, self._full_range)
+        out.color_range = 2 if self._full_range else 1
         # A stream without timestamps: number the frames at the nominal rate.
         pts = src.pts if src.pts is not None else round(self.frames_written / self._rate / self._tb)
         if self._last_pts is not None and pts <= self._last_pts:
@@ -380,12 +435,13 @@ class OverlayWriter:
             self._mux(pkt, "video")
         self.frames_written += 1
 
-    def _tint(self, planes, mask, colorspace, full_range) -> None:
+    def _tint(self, planes, mask, matrix: str, full_range: bool) -> None:
         # The YCbCr matrices are affine in RGB, so blending in YUV is the same as
         # blending in RGB and converting: no RGB round trip, and untinted pixels
         # keep their decoded values exactly.
-        matrix = "bt709" if colorspace == 1 else "bt601"   # 1 = ITU709
         ty, tu, tv = _rgb_to_yuv(self.color, matrix, full_range)
+        if planes[0].dtype == np.uint16:   # 10-bit: the 8-bit code values times 4
+            ty, tu, tv = ty * 4, tu * 4, tv * 4
         a = self.alpha
         y, u, v = planes
         H, W = y.shape
@@ -398,12 +454,12 @@ class OverlayWriter:
             if not on.any():
                 continue
             ys = y[r0:r1]
-            ys[on] = np.rint(ys[on] + a * (ty - ys[on])).astype(np.uint8)
+            ys[on] = np.rint(ys[on] + a * (ty - ys[on])).astype(ys.dtype)
             # Chroma is subsampled 2x2: weight the blend by the mask's coverage of each block.
             cover = on.reshape(on.shape[0] // 2, 2, W // 2, 2).mean(axis=(1, 3), dtype=np.float32)
             for plane, target in ((u, tu), (v, tv)):
                 part = plane[r0 // 2:r1 // 2]
-                part[:] = np.rint(part + (a * cover) * (target - part)).astype(np.uint8)
+                part[:] = np.rint(part + (a * cover) * (target - part)).astype(part.dtype)
 
     # -- public API
 

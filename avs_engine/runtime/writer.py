@@ -99,6 +99,8 @@ class VideoWriter:
             t0 = time.perf_counter()
             try:
                 self.overlay_path = self._overlay.close()
+                for note in getattr(self._overlay, "notes", ()):
+                    self.result.warn(f"overlay: {note}")
             except Exception as e:
                 self._overlay_failed(e)
             self._overlay = None

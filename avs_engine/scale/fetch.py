@@ -20,6 +20,7 @@ from typing import Iterator
 
 from ..errors import MediaError
 from ..runtime.inputs import is_url
+from .url_check import CheckedRedirects, UrlRefused, allowed_url
 
 CHUNK = 1 << 20
 
@@ -43,15 +44,19 @@ def _copy_limited(src, dst, url: str, max_bytes: int | None) -> int:
 
 @contextlib.contextmanager
 def local_copy(source: str, *, max_bytes: int | None = None, timeout_s: float = 60.0,
-               tmp_dir: str | None = None) -> Iterator[str]:
+               tmp_dir: str | None = None, allow: tuple[str, ...] | None = None) -> Iterator[str]:
     """Yield a local path holding ``source`` (a path, or a URL fetched into ``tmp_dir``).
 
     A fetch that fails raises a one-line MediaError naming the URL; ``max_bytes``
-    caps what is fetched (a local file is not checked here)."""
+    caps what is fetched (a local file is not checked here). ``allow``: URL
+    prefixes (see ``url_check``); when given, ``source`` must be under one of
+    them, its canonical form is what is fetched, and every redirect must be
+    under one too (UrlRefused otherwise, before anything outside is requested)."""
     if not is_url(source):
         yield source
         return
-    parsed = urllib.parse.urlparse(source)
+    fetch_url = allowed_url(source, allow) if allow is not None else source
+    parsed = urllib.parse.urlparse(fetch_url)
     if parsed.scheme == "file":
         yield urllib.request.url2pathname(parsed.path)
         return
@@ -60,8 +65,10 @@ def local_copy(source: str, *, max_bytes: int | None = None, timeout_s: float = 
         with os.fdopen(fd, "wb") as dst:
             try:
                 if parsed.scheme in ("http", "https", "ftp"):
-                    req = urllib.request.Request(source, headers={"User-Agent": "avs-engine"})
-                    with urllib.request.urlopen(req, timeout=timeout_s) as src:
+                    req = urllib.request.Request(fetch_url, headers={"User-Agent": "avs-engine"})
+                    opener = (urllib.request.build_opener(CheckedRedirects(allow)) if allow is not None
+                              else urllib.request.build_opener())
+                    with opener.open(req, timeout=timeout_s) as src:
                         length = src.headers.get("Content-Length") if hasattr(src, "headers") else None
                         if max_bytes is not None and length and length.isdigit() and int(length) > max_bytes:
                             raise MediaError(f"{source}: larger than the {max_bytes / 1e6:.0f} MB limit")
@@ -69,10 +76,10 @@ def local_copy(source: str, *, max_bytes: int | None = None, timeout_s: float = 
                 else:
                     import pyarrow.fs as pafs
 
-                    fs, path = pafs.FileSystem.from_uri(source)
+                    fs, path = pafs.FileSystem.from_uri(fetch_url)
                     with fs.open_input_stream(path) as src:
                         _copy_limited(src, dst, source, max_bytes)
-            except MediaError:
+            except (MediaError, UrlRefused):
                 raise
             except Exception as e:  # HTTP errors, DNS, timeouts, unknown schemes: one line
                 msg = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -37,7 +37,9 @@ from .stages import STAGE_ORDER, InferenceActor, decode_video, write_video
 @dataclass
 class BatchConfig:
     """What a batch job does. ``plan_options``: keyword arguments of :func:`plan_resources` (actors,
-    actor_cpus, actor_gpus, threads, decode_cpus, write_cpus, videos_per_batch)."""
+    actor_cpus, actor_gpus, threads, decode_cpus, write_cpus, videos_per_batch). ``actor_retries``: how many
+    times a batch of videos whose inference actor died (killed, out of memory, a crash in a native library)
+    is run again on the restarted actor, in each of the job's two passes (see :func:`run_batch`)."""
 
     out_dir: str
     runner: ModelSpec
@@ -50,6 +52,7 @@ class BatchConfig:
     max_frames: int | None = None
     retry_failed: bool = False
     fetch_max_bytes: int | None = None
+    actor_retries: int = 2
     plan_options: dict = field(default_factory=dict)
 
 
@@ -128,8 +131,12 @@ class Progress:
                 f"{self.video_s:.0f} s of video in {wall:.1f} s = {rate:.2f} s/s, ETA {eta:.0f} s")
 
 
-def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
-    """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated)."""
+def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan, *, isolate: bool = False):
+    """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated).
+
+    An inference actor that dies is restarted by Ray and its batch run again, ``cfg.actor_retries`` times at
+    most. ``isolate``: one video per batch and one batch in flight per actor, so that a video that kills its
+    actor takes no other video with it (the second pass over videos lost in the first)."""
     import ray
 
     items = [{"video_id": s.video_id, "source": s.source} for s in todo]
@@ -138,10 +145,12 @@ def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
     ds = ds.map(decode_video, num_cpus=plan.decode_cpus, memory=plan.decode_memory_mb << 20,
                 fn_kwargs={"img_size": cfg.img_size, "clip_seconds": cfg.clip_seconds, "resize": cfg.resize,
                            "allow_silent": cfg.allow_silent, "max_bytes": cfg.fetch_max_bytes})
+    pool = (ray.data.ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1) if isolate
+            else ray.data.ActorPoolStrategy(size=plan.actors))
     ds = ds.map_batches(InferenceActor, fn_constructor_kwargs={"spec": cfg.runner, "max_frames": cfg.max_frames},
-                        batch_size=plan.videos_per_batch, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=plan.actors),
-                        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None)
+                        batch_size=1 if isolate else plan.videos_per_batch, batch_format="numpy", compute=pool,
+                        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None,
+                        max_restarts=-1, max_task_retries=max(0, int(cfg.actor_retries)))
     ds = ds.map(write_video, num_cpus=plan.write_cpus,
                 fn_kwargs={"out_dir": str(cfg.out_dir), "mask_format": cfg.mask_format, "overlay": cfg.overlay,
                            "fetch_max_bytes": cfg.fetch_max_bytes})
@@ -157,11 +166,12 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
     """
     t0 = time.perf_counter()
     out = OutputDir(cfg.out_dir).lock()
+    restore_errored = None
     try:
         cleaned = out.clean_staging()
         todo, skipped_done, skipped_failed, _ = pending(sources, out, cfg.retry_failed)
         counts = {"inputs": len(sources), "done": 0, "failed": 0, "skipped_done": skipped_done,
-                  "skipped_failed": skipped_failed, "staging_removed": cleaned}
+                  "skipped_failed": skipped_failed, "staging_removed": cleaned, "rerun_alone": 0}
         stages: dict[str, float] = {}
         video_s, plan, ray_info, operators = 0.0, None, None, []
         phases: dict[str, float] = {}
@@ -184,22 +194,55 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
                       f"{f' x {plan.actor_gpus:g} GPU' if plan.actor_gpus else ''}", file=sys.stderr, flush=True)
             if cfg.runner.threads is None and plan.threads:
                 cfg = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, threads=plan.threads))
-            ds = build_dataset(todo, cfg, plan)
+            # A batch whose worker died more often than its retries allow is dropped by Ray Data (not the job):
+            # its videos are missing from the output, run again alone, and recorded as failed if lost again.
+            restore_errored = (ctx, ctx.max_errored_blocks)
+            ctx.max_errored_blocks = -1
+            finished: set[str] = set()
             t2 = time.perf_counter()
-            for row in ds.iter_rows():
-                row = dict(row)
-                phases.setdefault("first_result_s", time.perf_counter() - t2)
-                ok = bool(row["ok"])
-                if ok:
-                    counts["done"] += 1
-                    video_s += float(row["duration_s"])
-                    for k, v in json.loads(row["timings"]).items():
-                        stages[k] = stages.get(k, 0.0) + v
-                else:
-                    counts["failed"] += 1
-                    out.append_failure({"video_id": row["video_id"], "source": row["source"], "stage": row["stage"],
-                                        "error": row["error"]})
-                prog.update(ok, float(row["duration_s"]))
+
+            def consume(ds) -> None:
+                nonlocal video_s
+                for row in ds.iter_rows():
+                    row = dict(row)
+                    if row["video_id"] in finished:   # a retried batch answered twice: count each video once
+                        continue
+                    finished.add(str(row["video_id"]))
+                    phases.setdefault("first_result_s", time.perf_counter() - t2)
+                    ok = bool(row["ok"])
+                    if ok:
+                        counts["done"] += 1
+                        video_s += float(row["duration_s"])
+                        for k, v in json.loads(row["timings"]).items():
+                            stages[k] = stages.get(k, 0.0) + v
+                    else:
+                        counts["failed"] += 1
+                        out.append_failure({"video_id": row["video_id"], "source": row["source"],
+                                            "stage": row["stage"], "error": row["error"]})
+                    prog.update(ok, float(row["duration_s"]))
+                    if on_row is not None:
+                        on_row(row)
+
+            ds = build_dataset(todo, cfg, plan)
+            consume(ds)
+            lost = [s for s in todo if s.video_id not in finished]
+            if lost:
+                counts["rerun_alone"] = len(lost)
+                if progress:
+                    print(f"avs-batch: {len(lost)} video(s) lost with a worker that died; running them again one "
+                          f"at a time", file=sys.stderr, flush=True)
+                consume(build_dataset(lost, cfg, plan, isolate=True))
+            tries = 2 * (max(0, int(cfg.actor_retries)) + 1)
+            for s in todo:
+                if s.video_id in finished:
+                    continue
+                row = {"video_id": s.video_id, "source": s.source, "ok": False, "stage": "worker",
+                       "error": f"the worker process running this video died on each of {tries} tries (killed, out "
+                                f"of memory, or a crash in a native library); not retried further", "duration_s": 0.0}
+                counts["failed"] += 1
+                finished.add(s.video_id)
+                out.append_failure({k: row[k] for k in ("video_id", "source", "stage", "error")})
+                prog.update(False, 0.0)
                 if on_row is not None:
                     on_row(row)
             phases["pipeline_s"] = time.perf_counter() - t2
@@ -215,6 +258,8 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
         write_json_atomic(out.root / SUMMARY_NAME, summary)
         return summary
     finally:
+        if restore_errored is not None:
+            restore_errored[0].max_errored_blocks = restore_errored[1]
         out.unlock()
 
 

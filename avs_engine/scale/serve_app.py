@@ -13,7 +13,8 @@ Two deployments:
 
 Errors answer ``{"error": "<one line>", "request_id": ...}``: 400 a malformed
 request, 403 a path or URL not allowed, 413 an upload over the byte limit,
-422 a video that cannot be used (corrupt, empty, no audio, too long), 504 the
+422 a video that cannot be used (corrupt, empty, no audio, too long), 503 a model
+replica that died while running the request (Serve replaces it; the next request is served), 504 the
 timeout, 500 anything else (the traceback goes to the server's log, never to
 the client). The API is documented in ``docs/scale.md``.
 """
@@ -41,9 +42,11 @@ from ..errors import AvsError, MediaError, reason
 from ..runtime import rle
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
+from ..runtime.untrusted import untrusted
 from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
 from ..runtime.inputs import is_url
+from .url_check import UrlRefused, allowed_url, canonical
 
 log = logging.getLogger("avs_engine.serve")
 
@@ -100,9 +103,14 @@ class HttpError(Exception):
 
 def source_allowed(source: str, allow: tuple[str, ...]) -> bool:
     """``source`` (a path or URL) is under one of the ``allow`` prefixes: a folder (compared after resolving
-    ``..`` and links, so that ``/data/../etc`` is not under ``/data``) or a URL prefix."""
+    ``..`` and links, so that ``/data/../etc`` is not under ``/data``) or a URL prefix (compared in canonical
+    form, see ``url_check``)."""
     if is_url(source):
-        return any(is_url(a) and source.startswith(a) for a in allow)
+        try:
+            allowed_url(source, allow)
+        except UrlRefused:
+            return False
+        return True
     real = os.path.realpath(source)
     for a in allow:
         if is_url(a):
@@ -173,6 +181,13 @@ async def _bad_params(request: Request, exc: RequestValidationError) -> JSONResp
     return _error(400, f"bad request parameter {where}: {first.get('msg', 'invalid')}", uuid.uuid4().hex[:12])
 
 
+def _worker_died(e: BaseException) -> bool:
+    """Whether ``e`` says that the actor (a model replica) running the call died or became unreachable."""
+    import ray.exceptions as rex
+
+    return isinstance(e, (rex.RayActorError, rex.ActorUnavailableError, rex.WorkerCrashedError))
+
+
 async def respond(work, timeout_s: float, tmp: str = "") -> JSONResponse:
     """Await ``work`` (a coroutine returning the answer's JSON document) within ``timeout_s``; every failure
     becomes a JSON error with one line: HttpError its status, the runtime's errors 422, the timeout 504,
@@ -188,7 +203,11 @@ async def respond(work, timeout_s: float, tmp: str = "") -> JSONResponse:
         return _error(504, f"timed out after {timeout_s:g} s (the server's per-request limit)", request_id)
     except AvsError as e:  # the runtime's one-line errors about this video
         return _error(422, reason(e, tmp), request_id)
-    except Exception:
+    except Exception as e:
+        if _worker_died(e):
+            log.warning("request %s: the model replica died (%s)", request_id, type(e).__name__)
+            return _error(503, "the model replica stopped while running this request (it is being replaced); "
+                               "send the request again", request_id)
         log.exception("request %s failed", request_id)
         return _error(500, "internal error; the server log has the details", request_id)
 
@@ -238,6 +257,11 @@ class Ingress:
                        tmp: str) -> dict:
         t0 = time.perf_counter()
         local, shown = await self._input(request, source, filename, tmp)
+        # Whatever a request names is untrusted: FFmpeg opens it alone, as one of the accepted containers.
+        with untrusted(local):
+            return await self._segment_file(local, shown, overlay, tmp, t0)
+
+    async def _segment_file(self, local: str, shown: str, overlay: bool, tmp: str, t0: float) -> dict:
         if self.img_size is None:
             self.img_size = int((await self.model.info.remote())["img_size"])
         clip_source = ClipSource(self.img_size, self.cfg.clip_seconds, self.cfg.resize, self.cfg.allow_silent)
@@ -262,6 +286,10 @@ class Ingress:
                 raise HttpError(403, "this server reads uploads only (start avs-serve with --allow-source PREFIX "
                                      "to let requests name paths or URLs)")
             if not source_allowed(source, self.cfg.allow_sources):
+                try:   # say why a URL is refused (a user name, a backslash ...) when it is not only outside
+                    canonical(source) if is_url(source) else None
+                except UrlRefused as e:
+                    raise HttpError(403, f"{e} (--allow-source)") from None
                 raise HttpError(403, f"{source}: not under any --allow-source prefix of this server")
             if not is_url(source):
                 if os.path.isfile(source) and os.path.getsize(source) > limit:
@@ -270,11 +298,13 @@ class Ingress:
             dst = os.path.join(tmp, "source" + (Path(source.split("?")[0]).suffix[:8] or ".bin"))
 
             def fetch():
-                with local_copy(source, max_bytes=limit, tmp_dir=tmp) as got:
+                with local_copy(source, max_bytes=limit, tmp_dir=tmp, allow=self.cfg.allow_sources) as got:
                     shutil.copyfile(got, dst)
 
             try:
                 await asyncio.to_thread(fetch)
+            except UrlRefused as e:   # a redirect out of the allowed prefixes
+                raise HttpError(403, f"{source}: {e}") from None
             except MediaError as e:
                 raise HttpError(413 if "limit" in str(e) else 422, str(e)) from None
             return dst, source

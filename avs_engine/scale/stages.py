@@ -31,12 +31,21 @@ from ..errors import reason
 from ..runtime.clip_source import ClipSource
 from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.results import VideoResult
+from ..runtime.inputs import is_url
+from ..runtime.outputs import RESULT_NAME, OutputDir
+from ..runtime.untrusted import untrusted
 from ..runtime.writer import VideoWriter
 from .fetch import local_copy
-from ..runtime.outputs import RESULT_NAME, OutputDir
 
 STAGE_ORDER = ("fetch", "decode", "squash", "preprocess", "audio", "image_encoder", "fusion", "mask_decoder",
                "postprocess", "write")
+
+
+def opened_as_source(source: str, local: str):
+    """The open policy for ``local``, the file behind ``source``: a URL (from a list nobody here wrote) is opened
+    strictly (the file protocol and the accepted containers only, see ``runtime.untrusted``); a local path, the
+    user's own file, as FFmpeg likes."""
+    return untrusted(local) if is_url(source) else contextlib.nullcontext(local)
 
 
 def _empty_row_arrays() -> dict:
@@ -62,7 +71,7 @@ def decode_video(row: dict, *, img_size: int, clip_seconds: int = 5, resize: str
     local = ""
     try:
         t0 = time.perf_counter()
-        with local_copy(base["source"], max_bytes=max_bytes) as local:
+        with local_copy(base["source"], max_bytes=max_bytes) as local, opened_as_source(base["source"], local):
             timings["fetch"] = time.perf_counter() - t0
             source = ClipSource(img_size, clip_seconds, resize, allow_silent)
             t0 = time.perf_counter()
@@ -181,7 +190,8 @@ def write_video(row: dict, *, out_dir: str, mask_format: str = "rle", overlay: b
                              n_seconds=int(meta["n_seconds"]), warnings=list(meta["warnings"]),
                              silent=bool(meta["silent"]))
         staging = out.staging(video_id)
-        with local_copy(source, max_bytes=fetch_max_bytes) if overlay else contextlib.nullcontext(source) as local:
+        with local_copy(source, max_bytes=fetch_max_bytes) if overlay else contextlib.nullcontext(source) as local, \
+                opened_as_source(source, local):
             result.path = local
             writer = VideoWriter(result, staging, int(model["img_size"]), overlay=overlay, mask_format=mask_format)
             writer.write_all(ClipPrediction.from_row(w, lg, result.clip_seconds)

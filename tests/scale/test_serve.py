@@ -23,13 +23,24 @@ APP = "avs-test"
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, demo_spec, scale_videos):
-    """The app on a free port: 1 MB uploads, videos up to 5.5 s, paths under the test videos' folder allowed."""
+def web():
+    """A local HTTP server that logs every request's path (``/ok/...`` is the allowed prefix)."""
+    from .test_url_check import LoggingServer
+
+    s = LoggingServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, demo_spec, scale_videos, web):
+    """The app on a free port: 1 MB uploads, videos up to 5.5 s, paths under the test videos' folder and URLs under
+    the logging web server's ``/ok/`` allowed."""
     from ray import serve
 
     from avs_engine.scale.serve_app import ServeConfig, start
 
-    cfg = ServeConfig(runner=demo_spec, img_size=128, allow_sources=(str(scale_videos["gen00"].parent),),
+    cfg = ServeConfig(runner=demo_spec, img_size=128, allow_sources=(str(scale_videos["gen00"].parent), f"{web.base}/ok/"),
                       max_upload_mb=1.0, max_video_s=5.5, timeout_s=60, model_cpus=0.5, ingress_cpus=0.25,
                       max_batch_frames=32, batch_wait_s=0.05)
     yield start(cfg, host="127.0.0.1", port=free_port(), name=APP)
@@ -170,3 +181,101 @@ def test_error_answers_never_carry_a_traceback():
     assert got["slow"].status_code == 504 and "timed out after 0.2 s" in bodies["slow"]["error"]
     assert got["media"].status_code == 422 and bodies["media"]["error"] == "no audio track"
     assert got["refused"].status_code == 413 and bodies["refused"]["error"] == "too big"
+
+
+def test_lists_that_name_server_files_are_refused_unread(server, scale_videos, tmp_path):
+    """An HLS playlist, a concat list and a DASH manifest naming a file on the server: 422 with one line, and the
+    file is never opened (a FIFO that records every open, in any process)."""
+    from tests.io.test_open_policy import dash, ffconcat, hls
+    from tests.sentinel import Sentinel
+
+    secret = tmp_path / "secret.ts"
+    uploads = [("x.m3u8", hls(secret), "HLS playlist"), ("x.mpd", dash(secret), "DASH manifest"),
+               ("x.ffconcat", f"ffconcat version 1.0\nfile '{secret}'\n", "concat list")]
+    for filename, text, words in uploads:
+        with Sentinel(secret) as sentinel:
+            status, doc = call(server, f"/v1/segment?filename={filename}&overlay=true", text.encode(),
+                               "application/octet-stream")
+        assert_one_line_error(status, doc, 422, f"{filename}: refused: this is a", words)
+        assert sentinel.opened == 0, filename
+    # A concat list inside an allowed folder, naming a file next to it (which FFmpeg's own safe mode allows).
+    folder = scale_videos["gen00"].parent
+    listing, secret = folder / "list.ffconcat", folder / "secret-next-to-it.ts"
+    listing.write_text(ffconcat(secret))
+    try:
+        with Sentinel(secret) as sentinel:
+            status, doc = call(server, f"/v1/segment?source={listing}", b"")
+        assert_one_line_error(status, doc, 422, "refused: this is an FFmpeg concat list")
+        assert sentinel.opened == 0
+    finally:
+        listing.unlink()
+
+
+def test_url_sources_compare_canonical_urls_and_redirects(server, web):
+    """Every string-prefix bypass of ``--allow-source http://host/ok/`` is refused (403, one line), and the logging
+    server never receives a request for a path outside ``/ok/``, redirects included."""
+    import urllib.parse
+
+    from .test_url_check import bypasses
+
+    urls = bypasses(web.base) + [f"{web.base}/ok/out", f"{web.base}/ok/out-dots", f"{web.base}/ok/out-abs"]
+    for url in urls:
+        status, doc = call(server, "/v1/segment?source=" + urllib.parse.quote(url, safe=""), b"")
+        assert_one_line_error(status, doc, 403, "--allow-source")
+    assert web.outside() == [], web.paths
+    # Inside the prefix: fetched (and refused as media: its bytes are not a video), as its canonical URL.
+    status, doc = call(server, "/v1/segment?source=" + urllib.parse.quote(f"{web.base}/ok/x/../%67ood.mp4", safe=""), b"")
+    assert status == 422 and web.paths[-1] == "/ok/good.mp4", (status, doc, web.paths)
+
+
+def test_a_replica_that_dies_answers_503_and_the_next_request_is_served(server, demo_graphs, scale_videos, tmp_path):
+    """The model replica's process is killed (by the test) while it runs a request: that request gets 503 with one
+    line, Serve replaces the replica, and the next request gets its masks."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray import serve
+
+    from avs_engine.scale.serve_app import ServeConfig, build_app
+
+    from . import fault_runner
+
+    fault_runner.register()
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    spec = fault_runner.FaultySpec(backend="onnxruntime", engine_dir=str(demo_graphs), threads=1,
+                                   marker_dir=str(marker), stall_frames=GOOD["gen01"][0])
+    cfg = ServeConfig(runner=spec, img_size=128, timeout_s=90, model_cpus=0.25, ingress_cpus=0.25, max_batch_frames=32)
+    serve.run(build_app(cfg), name="avs-faulty", route_prefix="/faulty", blocking=False)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:   # wait for the app to answer
+            status, _ = call(server, "/faulty/healthz")
+            if status == 200:
+                break
+            time.sleep(1)
+        killed = []
+
+        def hand():
+            while time.monotonic() < deadline and not killed:
+                busy = marker / "busy"
+                if busy.exists():
+                    pid = int(busy.read_text())
+                    (marker / "killed").touch()
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+        t = threading.Thread(target=hand, daemon=True)
+        t.start()
+        status, doc = call(server, "/faulty/v1/segment", scale_videos["gen01"].read_bytes(), timeout=120)
+        t.join(5)
+        assert killed, "the replica never stalled"
+        assert_one_line_error(status, doc, 503, "model replica stopped", "send the request again")
+        status, doc = call(server, "/faulty/v1/segment", scale_videos["gen01"].read_bytes(), timeout=120)
+        assert status == 200 and doc["n_seconds"] == GOOD["gen01"][0], doc
+        assert len(list(marker.glob("actor-*"))) >= 2   # a new replica served it
+    finally:
+        serve.delete("avs-faulty")
