@@ -1,0 +1,113 @@
+"""One live run: live source -> live step -> live writer, until the stream ends, ``duration_s``, or a signal.
+
+The live way of mapping the runtime's three pieces (threads for offline
+``avs-run``, Ray for the batch job, a request for Serve): the source reads on
+its thread and keeps only the newest complete second; the caller's thread
+runs :class:`~avs_engine.runtime.live.LiveStep` on it and writes the mask.
+Ctrl-C and SIGTERM (inside :func:`~avs_engine.runtime.job.sigterm_as_interrupt`)
+stop the run cleanly: the last line is whole, the summary is written, and
+the run folder is committed from its staging name only then.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ..atomic import write_json_atomic
+from ..backends.base import Runner
+from ..io.stream import StreamReader
+from .job import Terminated
+from .live import LiveStep
+from .live_writer import JSONL_NAME, LiveWriter
+from .outputs import VideoOutput, clean_up_run_dir, next_run_dir
+from .stream_source import LiveSource
+from .writer import MASKS_DIR
+
+SUMMARY_NAME = "result.json"
+_DROPPED_LISTED = 100   # the summary names at most this many dropped seconds (the count is always exact)
+
+
+@dataclass
+class LiveOutcome:
+    """What :func:`run_live` did: ``summary`` (also in ``result.json``), ``output_dir`` (None without a run folder)."""
+
+    summary: dict = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    @property
+    def stopped(self) -> str:
+        return self.summary.get("stopped", "")
+
+
+def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, resize: str = "avsbench",
+             duration_s: float | None = None, project: str | Path | None = None, name: str = "live",
+             exist_ok: bool = False, png: bool = False, lines: TextIO | None = None, model: dict | None = None,
+             on_mask=None) -> LiveOutcome:
+    """Segment ``reader``'s stream live; returns the outcome once it stops.
+
+    ``duration_s``: stop after the stream's second ``duration_s - 1`` (None: run until the stream ends or a
+    signal). ``project``/``name``/``exist_ok``: the numbered run folder (``masks.jsonl``, ``masks/`` with
+    ``png``, ``result.json``); None: no folder. ``lines``: a text stream that gets every JSON line.
+    ``on_mask(doc)``: told each line's document. Exceptions other than a stop signal discard the folder."""
+    step = LiveStep(runner, clip_seconds)
+    source = LiveSource(reader, step.img_size, resize)
+    out = run_dir = None
+    if project is not None:
+        run_dir = next_run_dir(project, name, exist_ok=exist_ok)
+        out = VideoOutput(run_dir, "stream")
+    writer = LiveWriter((reader.height, reader.width), step.img_size, out_dir=out.path if out else None,
+                        lines=lines, png=png, masks_function=runner.masks_function())
+    stopped = "end of stream"
+    t0 = time.monotonic()
+    source.start()
+    try:
+        try:
+            for item in source:
+                result = step.push(item.second, item.frame, item.log_mel)
+                doc = writer.write(item, result, dropped=len(source.dropped))
+                if on_mask is not None:
+                    on_mask(doc)
+                if duration_s is not None and item.second + 1 >= duration_s:
+                    stopped = f"duration {duration_s:g} s reached"
+                    break
+        except KeyboardInterrupt as e:
+            stopped = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+        source.stop()
+        if stopped == "end of stream":
+            if source.error is not None:
+                stopped = f"source failed: {source.error}"
+            elif reader.stopped_reason:
+                stopped = reader.stopped_reason
+        writer.close()
+        summary = _summary(reader, source, writer, step, stopped, time.monotonic() - t0, model)
+        if out is not None:
+            summary["outputs"] = {"masks": JSONL_NAME, "png": f"{MASKS_DIR}/" if png else None}
+            write_json_atomic(out.path / SUMMARY_NAME, summary)
+            return LiveOutcome(summary, out.commit())
+        return LiveOutcome(summary, None)
+    except BaseException:
+        source.stop(0.5)
+        writer.close()
+        if out is not None:
+            out.discard()
+            clean_up_run_dir(run_dir, remove_if_empty=True)   # only if nothing else is in it
+        raise
+
+
+def _summary(reader: StreamReader, source: LiveSource, writer: LiveWriter, step: LiveStep, stopped: str,
+             elapsed_s: float, model: dict | None) -> dict:
+    dropped = source.dropped
+    return {
+        "source": reader.source, "stopped": stopped, "elapsed_s": round(elapsed_s, 3),
+        "stream": {"width": reader.width, "height": reader.height, "fps": reader.fps, "audio": reader.has_audio},
+        "clip_seconds": step.clip_seconds, "seconds_received": source.received, "masks": writer.count,
+        "dropped": len(dropped), "dropped_seconds": list(dropped[:_DROPPED_LISTED]),
+        "latency": writer.latency_summary(),
+        "model": {k: v for k, v in (model or {}).items() if k != "summary"},
+    }
+
+
+__all__ = ["LiveOutcome", "run_live", "SUMMARY_NAME"]
