@@ -3,7 +3,8 @@
 The live way of mapping the runtime's three pieces (threads for offline
 ``avs-run``, Ray for the batch job, a request for Serve): the source reads on
 its thread and keeps only the newest complete second; the caller's thread
-runs :class:`~avs_engine.runtime.live.LiveStep` on it and writes the mask.
+runs :class:`~avs_engine.runtime.live.LiveStep` on it and hands the logits to the
+writer's thread.
 Ctrl-C and SIGTERM (inside :func:`~avs_engine.runtime.job.sigterm_as_interrupt`)
 stop the run cleanly: the last line is whole, the summary is written, and
 the run folder is committed from its staging name only then.
@@ -59,7 +60,7 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
         run_dir = next_run_dir(project, name, exist_ok=exist_ok)
         out = VideoOutput(run_dir, "stream")
     writer = LiveWriter((reader.height, reader.width), step.img_size, out_dir=out.path if out else None,
-                        lines=lines, png=png, masks_function=runner.masks_function())
+                        lines=lines, png=png, masks_function=runner.masks_function(), on_mask=on_mask)
     stopped = "end of stream"
     t0 = time.monotonic()
     source.start()
@@ -67,9 +68,7 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
         try:
             for item in source:
                 result = step.push(item.second, item.frame, item.log_mel)
-                doc = writer.write(item, result, dropped=len(source.dropped))
-                if on_mask is not None:
-                    on_mask(doc)
+                writer.put(item, result, dropped=len(source.dropped))
                 if duration_s is not None and item.second + 1 >= duration_s:
                     stopped = f"duration {duration_s:g} s reached"
                     break
@@ -90,7 +89,7 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
         return LiveOutcome(summary, None)
     except BaseException:
         source.stop(0.5)
-        writer.close()
+        writer.abort()
         if out is not None:
             out.discard()
             clean_up_run_dir(run_dir, remove_if_empty=True)   # only if nothing else is in it

@@ -1,9 +1,11 @@
 """The live writer: each second's logits -> a mask, one JSON line (time, latency, area, box, COCO RLE), an optional PNG.
 
-The third of live mode's pieces. Lines go to a text stream (``avs-run --json``:
-stdout) and/or to ``masks.jsonl`` in the run folder; each line is written
-with one system call and flushed, so a stop at any moment leaves whole
-lines only. PNGs are written atomically (``masks/000001.png`` for second 0).
+The third of live mode's pieces, on its own thread (:class:`~avs_engine.runtime.threads.Worker`,
+two seconds deep): a stop signal reaches the main thread, never a line being
+written, and :meth:`LiveWriter.close` finishes what was handed over. Lines go
+to a text stream (``avs-run --json``: stdout) and/or to ``masks.jsonl`` in
+the run folder, each with one system call, so even a killed process leaves
+whole lines only. PNGs are written atomically (``masks/000001.png`` for second 0).
 The latency of a mask runs from the moment its second of media had arrived
 (``LiveSecond.ready``) to the moment its line is written.
 """
@@ -25,6 +27,7 @@ from ..io.writers import write_mask_png
 from . import rle
 from .live import LiveResult
 from .stream_source import LiveSecond
+from .threads import Worker
 from .writer import MASKS_DIR, second_file
 
 JSONL_NAME = "masks.jsonl"
@@ -38,11 +41,11 @@ def utc_now() -> str:
 class LiveWriter:
     """Writes each second's mask as it comes (:meth:`write`); keeps only each mask's latency (4 bytes a second,
     for the summary) and the last line's document. ``size_hw``: the stream's frame size; ``mid``: the encoder input side.
-    ``out_dir``: where ``masks.jsonl`` (and ``masks/`` with ``png``) go; ``lines``: a text stream that also
+    ``on_mask(doc)``: told each line's document (on the writer thread). ``out_dir``: where ``masks.jsonl`` (and ``masks/`` with ``png``) go; ``lines``: a text stream that also
     gets every line (None: none)."""
 
     def __init__(self, size_hw: tuple[int, int], mid: int, *, out_dir: str | Path | None = None,
-                 lines: TextIO | None = None, png: bool = False, masks_function=None) -> None:
+                 lines: TextIO | None = None, png: bool = False, masks_function=None, on_mask=None) -> None:
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.mid = int(mid)
         self.lines = lines
@@ -57,9 +60,18 @@ class LiveWriter:
             if self.png:
                 (self.out_dir / MASKS_DIR).mkdir(exist_ok=True)
             self._fd = os.open(self.out_dir / JSONL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.on_mask = on_mask   # told each line's document, on the writer thread
+        self._worker = Worker(self._write, depth=2, name="avs-live-writer")
+
+    def put(self, item: LiveSecond, result: LiveResult, dropped: int = 0) -> None:
+        """Hand one second over to the writer thread (blocks while two wait; raises the writer's error)."""
+        self._worker.put((item, result, dropped))
+
+    def _write(self, job) -> None:
+        self.write(*job)
 
     def write(self, item: LiveSecond, result: LiveResult, dropped: int = 0) -> dict:
-        """One second: its mask from ``result.logits [1, 1, L, L]``; returns the line's document."""
+        """One second, on the caller's thread: its mask from ``result.logits [1, 1, L, L]``; returns the line's document."""
         t0 = time.perf_counter()
         mask = self.to_masks(result.logits, self.size_hw, mid=self.mid)[0]
         stats = mask_stats(mask)
@@ -82,9 +94,22 @@ class LiveWriter:
             self.lines.flush()
         self.latencies.append(doc["latency_s"])
         self.last = doc
+        if self.on_mask is not None:
+            self.on_mask(doc)
         return doc
 
     def close(self) -> None:
+        """Write what was handed over, then close the file (raises the writer thread's error, if any)."""
+        try:
+            self._worker.close()
+        finally:
+            self._close_file()
+
+    def abort(self) -> None:
+        self._worker.abort()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
