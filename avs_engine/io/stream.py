@@ -44,10 +44,11 @@ def is_stream_url(source: str) -> bool:
 
 @dataclass
 class StreamSecond:
-    """One complete second of a live source.
+    """One complete second of a live source, starting at ``time_s = second + phase / per_second``.
 
+    With ``per_second = K > 1`` (staggered windows) there are K of them a second, ``phase`` 0..K-1.
     ``frame``: the sampled frame, RGB uint8 ``[H, W, 3]`` (or what ``transform`` made of it);
-    ``samples``: float32 ``[n]`` 16 kHz mono from the second's start, ``n <= 15600`` (shorter only when
+    ``samples``: float32 ``[n]`` 16 kHz mono from ``time_s`` on, ``n <= 15600`` (shorter only when
     the stream ended inside it); ``ready``: ``time.monotonic()`` when it was complete.
     """
 
@@ -55,6 +56,17 @@ class StreamSecond:
     frame: np.ndarray
     samples: np.ndarray
     ready: float
+    phase: int = 0
+    per_second: int = 1
+
+    @property
+    def time_s(self) -> float:
+        return self.second + self.phase / self.per_second
+
+    @property
+    def tick(self) -> int:
+        """Its place in the stream, counting K a second: ``second * K + phase``."""
+        return self.second * self.per_second + self.phase
 
 
 def _one_line(e: BaseException) -> str:
@@ -69,12 +81,17 @@ class StreamReader:
     ``realtime``: pace reading by the media's timestamps (a file played as if live); ``timeout_s``:
     how long opening, and then each read, may wait before the source counts as stopped;
     ``transform``: applied to each sampled RGB frame (e.g. the model's squash); ``allow_silent``:
-    a source without audio runs on silence.
+    a source without audio runs on silence. ``per_second``: K > 1 hands out K staggered seconds a
+    second (starting every 1/K s; each with its own frame and audio), for K masks a second.
     """
 
     def __init__(self, source: str, *, input_format: str | None = None, options: dict | None = None,
                  realtime: bool = False, timeout_s: float = 10.0,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None, allow_silent: bool = False) -> None:
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None, allow_silent: bool = False,
+                 per_second: int = 1) -> None:
+        if int(per_second) < 1 or SAMPLE_RATE % int(per_second):
+            raise ValueError(f"per_second must divide {SAMPLE_RATE} (1, 2, 4, 5, 8, 10...), got {per_second}")
+        self.per_second = int(per_second)
         self.source = str(source)
         self.realtime = realtime
         self.transform = transform
@@ -128,31 +145,35 @@ class StreamReader:
         mono = Mono16k(self._audio_origin()) if self._as is not None else None
         audio: list[np.ndarray] = []
         base = 0        # absolute sample index of audio[0]'s first sample
+        K = self.per_second
+        step = SAMPLE_RATE // K   # samples between ticks
         frames: dict[int, np.ndarray] = {}
-        nxt = 0         # the next second to hand out
+        nxt = 0         # the next tick (second * K + phase) to hand out
         wall0 = None    # realtime pacing: monotonic time of media time 0
 
         def top_up() -> None:
             nonlocal next_target
             del sampler.targets[:sampler.pos]
             sampler.pos = 0
-            while len(sampler.targets) < _TARGETS_AHEAD:
-                sampler.targets.append((next_target, frame_index(next_target, self.fps)))
+            while len(sampler.targets) < _TARGETS_AHEAD * K:
+                # tick n starts at n / K s; its frame sits 15/16 s on, as a second's frame offline
+                at = frame_index(next_target, self.fps) if K == 1 else int(next_target / K * self.fps + 15 / 16 * self.fps)
+                sampler.targets.append((next_target, at))
                 next_target += 1
 
         def audio_upto() -> int:
             return base + sum(a.size for a in audio)
 
-        def take(second: int, ended: bool) -> np.ndarray | None:
+        def take(tick: int, ended: bool) -> np.ndarray | None:
             nonlocal audio, base
             if mono is None:
                 return np.zeros(0, np.float32)
-            a0 = second * SAMPLE_RATE
+            a0 = tick * step
             if audio_upto() < a0 + EXAMPLE_SAMPLES and not ended:
                 return None
             buf = np.concatenate(audio) if audio else np.zeros(0, np.float32)
             out = buf[max(0, a0 - base): max(0, a0 - base + EXAMPLE_SAMPLES)].copy()
-            k = min(max(0, (second + 1) * SAMPLE_RATE - base), buf.size)   # the next second starts there
+            k = min(max(0, (tick + 1) * step - base), buf.size)   # the next tick starts there
             audio, base = ([buf[k:]] if buf.size > k else []), base + k
             return out
 
@@ -162,7 +183,7 @@ class StreamReader:
                 samples = take(nxt, ended)
                 if samples is None:
                     return
-                yield StreamSecond(nxt, frames.pop(nxt), samples, time.monotonic())
+                yield StreamSecond(nxt // K, frames.pop(nxt), samples, time.monotonic(), nxt % K, K)
                 nxt += 1
 
         top_up()
@@ -180,7 +201,7 @@ class StreamReader:
                     if packet.stream.type == "video":
                         for sec, rgb in sampler.push(frame):
                             frames[sec] = rgb
-                        if sampler.pos > _TARGETS_AHEAD // 2:
+                        if sampler.pos > _TARGETS_AHEAD * K // 2:
                             top_up()
                     else:
                         audio.extend(mono.push(frame))

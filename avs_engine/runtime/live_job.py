@@ -46,14 +46,19 @@ class LiveOutcome:
 def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, resize: str = "avsbench",
              duration_s: float | None = None, project: str | Path | None = None, name: str = "live",
              exist_ok: bool = False, png: bool = False, lines: TextIO | None = None, model: dict | None = None,
-             on_mask=None) -> LiveOutcome:
+             on_mask=None, mask_fps: int = 1) -> LiveOutcome:
     """Segment ``reader``'s stream live; returns the outcome once it stops.
 
     ``duration_s``: stop after the stream's second ``duration_s - 1`` (None: run until the stream ends or a
     signal). ``project``/``name``/``exist_ok``: the numbered run folder (``masks.jsonl``, ``masks/`` with
     ``png``, ``result.json``); None: no folder. ``lines``: a text stream that gets every JSON line.
-    ``on_mask(doc)``: told each line's document. Exceptions other than a stop signal discard the folder."""
-    step = LiveStep(runner, clip_seconds)
+    ``on_mask(doc)``: told each line's document. ``mask_fps``: K masks a second from K staggered windows (the
+    reader must hand out K seconds a second: ``StreamReader(per_second=K)``); each has its own ring.
+    Exceptions other than a stop signal discard the folder."""
+    if reader.per_second != mask_fps:
+        raise ValueError(f"mask_fps {mask_fps} needs a reader with per_second={mask_fps}, got {reader.per_second}")
+    steps = [LiveStep(runner, clip_seconds) for _ in range(mask_fps)]   # one ring per phase
+    step = steps[0]
     source = LiveSource(reader, step.img_size, resize)
     out = run_dir = None
     if project is not None:
@@ -67,9 +72,9 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
     try:
         try:
             for item in source:
-                result = step.push(item.second, item.frame, item.log_mel)
+                result = steps[item.phase].push(item.second, item.frame, item.log_mel)
                 writer.put(item, result, dropped=len(source.dropped))
-                if duration_s is not None and item.second + 1 >= duration_s:
+                if duration_s is not None and item.time_s + 1.0 / mask_fps >= duration_s - 1e-9:
                     stopped = f"duration {duration_s:g} s reached"
                     break
         except KeyboardInterrupt as e:
@@ -102,7 +107,8 @@ def _summary(reader: StreamReader, source: LiveSource, writer: LiveWriter, step:
     return {
         "source": reader.source, "stopped": stopped, "elapsed_s": round(elapsed_s, 3),
         "stream": {"width": reader.width, "height": reader.height, "fps": reader.fps, "audio": reader.has_audio},
-        "clip_seconds": step.clip_seconds, "seconds_received": source.received, "masks": writer.count,
+        "clip_seconds": step.clip_seconds, "mask_fps": reader.per_second,
+        "seconds_received": source.received, "masks": writer.count,
         "dropped": len(dropped), "dropped_seconds": list(dropped[:_DROPPED_LISTED]),
         "latency": writer.latency_summary(),
         "model": {k: v for k, v in (model or {}).items() if k != "summary"},

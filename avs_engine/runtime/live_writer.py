@@ -76,14 +76,15 @@ class LiveWriter:
         mask = self.to_masks(result.logits, self.size_hw, mid=self.mid)[0]
         stats = mask_stats(mask)
         doc = {
-            "second": item.second, "time_s": float(item.second), "window": [result.seconds[0], result.seconds[-1]],
+            "second": item.second, "phase": item.phase, "time_s": item.time_s,
+            "window": [result.seconds[0], result.seconds[-1]],
             "area": float(stats["area_fraction"]), "bbox": stats["bbox"], "rle": rle.encode(mask),
             "dropped": int(dropped),
             "timings_ms": {k: round(v * 1e3, 2) for k, v in {**result.timings,
                                                                "postprocess": time.perf_counter() - t0}.items()},
         }
         if self.png:
-            write_mask_png(self.out_dir / MASKS_DIR / second_file(item.second, ".png"), mask)
+            write_mask_png(self.out_dir / MASKS_DIR / second_file(item.tick, ".png"), mask)
         doc["latency_s"] = round(time.monotonic() - item.ready, 4)
         doc["wall"] = utc_now()
         line = json.dumps(doc, separators=(",", ":")) + "\n"

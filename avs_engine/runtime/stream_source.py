@@ -31,6 +31,16 @@ class LiveSecond:
     frame: np.ndarray
     log_mel: np.ndarray
     ready: float
+    phase: int = 0       # with K masks a second (staggered windows): which of the K, starting at second + phase / K
+    per_second: int = 1
+
+    @property
+    def time_s(self) -> float:
+        return self.second + self.phase / self.per_second
+
+    @property
+    def tick(self) -> int:
+        return self.second * self.per_second + self.phase
 
 
 class NewestSlot:
@@ -40,12 +50,12 @@ class NewestSlot:
         self._cond = threading.Condition()
         self._item = None
         self._closed = False
-        self.dropped: list[int] = []   # seconds replaced before the model took them
+        self.dropped: list[float] = []   # times (s) of the seconds replaced before the model took them
 
     def put(self, item: LiveSecond) -> None:
         with self._cond:
             if self._item is not None:
-                self.dropped.append(self._item.second)
+                self.dropped.append(self._item.time_s)
             self._item = item
             self._cond.notify()
 
@@ -107,7 +117,7 @@ class LiveSource:
                     break
                 log_mel = second_example(s.samples) if self.reader.has_audio else _silence()
                 self.received += 1
-                self.slot.put(LiveSecond(s.second, s.frame, log_mel, s.ready))
+                self.slot.put(LiveSecond(s.second, s.frame, log_mel, s.ready, s.phase, s.per_second))
         except BaseException as e:   # reaches the consumer through .error
             self.error = e
         finally:

@@ -192,3 +192,26 @@ def test_live_refusals(tmp_path):
     assert r.exit_code == 2 and "cannot open the stream" in r.output
     r = CliRunner().invoke(main, ["a.mp4", "--duration", "3"])
     assert r.exit_code == 2 and "live mode only" in r.output
+
+
+def test_mask_fps_staggered_windows(ts_clip, causal_masks, tmp_path):
+    """--mask-fps 2: two masks a second from two rings; phase 0's are the one-a-second masks (the causal windows)."""
+    from avs_engine.backends.model_spec import ModelSpec
+    from avs_engine.io.stream import StreamReader
+    from avs_engine.runtime.live_job import run_live
+
+    runner = ModelSpec.choose(threads=1).create().activate()
+    got = []
+    out = run_live(runner, StreamReader(str(ts_clip), per_second=2, realtime=True), clip_seconds=5, project=tmp_path,
+                   mask_fps=2, on_mask=got.append)
+    assert out.summary["stopped"] == "end of stream" and out.summary["mask_fps"] == 2
+    times = [d["time_s"] for d in got]
+    assert times == sorted(times) and all(abs(t * 2 - round(t * 2)) < 1e-9 for t in times)
+    assert out.summary["masks"] + out.summary["dropped"] == out.summary["seconds_received"] == 12
+    compared = 0
+    for d in got:
+        assert d["window"] == [max(0, d["second"] - 4), d["second"]] or d["dropped"]
+        if d["dropped"] == 0 and d["phase"] == 0:
+            assert (rle.decode(d["rle"]) != causal_masks[d["second"]]).mean() <= 1e-3
+            compared += 1
+    assert compared >= 3
