@@ -30,7 +30,7 @@ def parse_input_options(pairs) -> dict:
 
 
 def run_live_source(runner, model: dict, source: str, *, input_format, input_options, realtime, duration,
-                    mask_fps, clip_seconds, resize, allow_silent, png, project, name, exist_ok, as_json) -> int:
+                    mask_fps, view_port, clip_seconds, resize, allow_silent, png, project, name, exist_ok, as_json) -> int:
     """One live source through :func:`avs_engine.runtime.live_job.run_live`; returns the exit code."""
     from ..io.stream import StreamReader
     from ..runtime.live_job import run_live
@@ -46,13 +46,28 @@ def run_live_source(runner, model: dict, source: str, *, input_format, input_opt
         return 2
     say(f"live: {source} ({reader.width}x{reader.height}, {reader.fps:g} fps, "
         f"{'audio' if reader.has_audio else 'silent'}), windows of {clip_seconds} s, {mask_fps} mask(s) a second")
-    out = run_live(runner, reader, clip_seconds=clip_seconds, resize=resize, duration_s=duration, project=project,
-                   name=name, exist_ok=exist_ok, png=png, lines=sys.stdout if as_json else None, model=model,
-                   mask_fps=mask_fps)
+    view = None
+    if view_port is not None:
+        from ..runtime.live_view import LiveView
+
+        try:
+            view = LiveView(view_port)
+        except OSError as e:
+            reader.close()
+            echo_err(f"--view {view_port}: cannot serve the live view ({e.strerror or e})")
+            return 2
+        say(f"live view: {view.url}")
+    try:
+        out = run_live(runner, reader, clip_seconds=clip_seconds, resize=resize, duration_s=duration, project=project,
+                       name=name, exist_ok=exist_ok, png=png, lines=sys.stdout if as_json else None, model=model,
+                       mask_fps=mask_fps, view=view)
+    finally:
+        if view is not None:
+            view.close()
     s, lat = out.summary, out.summary["latency"]
     lat_text = f"latency p50 {lat['p50_s'] * 1e3:.0f} ms, p95 {lat['p95_s'] * 1e3:.0f} ms" if s["masks"] else "no mask"
     where = f"; saved to {out.output_dir}" if out.output_dir else ""
-    say(f"stopped: {s['stopped']}. {s['masks']} mask(s) from {s['seconds_received']} s received, "
+    say(f"stopped: {s['stopped']}. {s['masks']} mask(s) from {s['seconds_received']} window(s) received, "
         f"{s['dropped']} dropped, {lat_text}{where}")
     return EXIT_SOURCE_FAILED if s["stopped"].startswith("source failed") else 0
 

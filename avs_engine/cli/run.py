@@ -65,13 +65,16 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 @click.option("--mask-fps", type=click.Choice(["1", "2", "4", "5", "8", "10"]), default="1", show_default=True, metavar="K",
               help="Live mode: K masks a second, from K staggered windows of T seconds (each costs one encoder frame); "
                    "1, 2, 4, 5, 8 or 10.")
+@click.option("--view", "view_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Live mode: serve a page on 127.0.0.1:PORT that plays the stream with the mask tinted over it, "
+                   "with latency and dropped seconds (MJPEG).")
 @click.option("--png", is_flag=True, help="Live mode: also write each mask as masks/000001.png ... in the run folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
 def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, compile_blocks,
          cuda_graph,
          clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, realtime, input_format,
-         input_options, duration, mask_fps, png, quiet):
+         input_options, duration, mask_fps, view_port, png, quiet):
     """Segment the sounding objects of each video, one mask per second.
 
     VIDEOS are files, folders (every video inside, sorted by name), quoted glob
@@ -103,7 +106,7 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
                      allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
                      exist_ok=exist_ok, as_json=as_json, quiet=quiet,
                      live=dict(realtime=realtime, input_format=input_format, input_options=input_options,
-                               duration=duration, png=png, mask_fps=int(mask_fps)))
+                               duration=duration, png=png, mask_fps=int(mask_fps), view_port=view_port))
     sys.exit(code)
 
 
@@ -145,12 +148,13 @@ def _main(videos, *, weights, config, vggish, engine_dir, backend, device, preci
         click.echo(f"model: {model['summary']}", err=True)
         return run_live_source(runner, model, videos[0], input_format=live.get("input_format"), input_options=options,
                                realtime=bool(live.get("realtime")), duration=live.get("duration"),
-                               mask_fps=int(live.get("mask_fps") or 1),
+                               mask_fps=int(live.get("mask_fps") or 1), view_port=live.get("view_port"),
                                clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
                                png=bool(live.get("png")), project=project, name=name if name != "run" else "live",
                                exist_ok=exist_ok, as_json=as_json)
-    if live.get("duration") or live.get("png") or live.get("input_options") or (live.get("mask_fps") or 1) != 1:
-        echo_err("--duration, --mask-fps, --png and --input-option apply to live mode only (a stream URL, --format or --realtime)")
+    if (live.get("duration") or live.get("png") or live.get("input_options") or (live.get("mask_fps") or 1) != 1
+            or live.get("view_port") is not None):
+        echo_err("--duration, --mask-fps, --view, --png and --input-option apply to live mode only (a stream URL, --format or --realtime)")
         return 2
     inputs = expand_inputs(videos)
     if not inputs.videos:

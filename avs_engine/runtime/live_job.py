@@ -46,7 +46,7 @@ class LiveOutcome:
 def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, resize: str = "avsbench",
              duration_s: float | None = None, project: str | Path | None = None, name: str = "live",
              exist_ok: bool = False, png: bool = False, lines: TextIO | None = None, model: dict | None = None,
-             on_mask=None, mask_fps: int = 1) -> LiveOutcome:
+             on_mask=None, mask_fps: int = 1, view=None) -> LiveOutcome:
     """Segment ``reader``'s stream live; returns the outcome once it stops.
 
     ``duration_s``: stop after the stream's second ``duration_s - 1`` (None: run until the stream ends or a
@@ -54,18 +54,19 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
     ``png``, ``result.json``); None: no folder. ``lines``: a text stream that gets every JSON line.
     ``on_mask(doc)``: told each line's document. ``mask_fps``: K masks a second from K staggered windows (the
     reader must hand out K seconds a second: ``StreamReader(per_second=K)``); each has its own ring.
+    ``view``: a :class:`~avs_engine.runtime.live_view.LiveView` shown each tinted frame (the caller closes it).
     Exceptions other than a stop signal discard the folder."""
     if reader.per_second != mask_fps:
         raise ValueError(f"mask_fps {mask_fps} needs a reader with per_second={mask_fps}, got {reader.per_second}")
     steps = [LiveStep(runner, clip_seconds) for _ in range(mask_fps)]   # one ring per phase
     step = steps[0]
-    source = LiveSource(reader, step.img_size, resize)
+    source = LiveSource(reader, step.img_size, resize, view=view is not None)
     out = run_dir = None
     if project is not None:
         run_dir = next_run_dir(project, name, exist_ok=exist_ok)
         out = VideoOutput(run_dir, "stream")
     writer = LiveWriter((reader.height, reader.width), step.img_size, out_dir=out.path if out else None,
-                        lines=lines, png=png, masks_function=runner.masks_function(), on_mask=on_mask)
+                        lines=lines, png=png, masks_function=runner.masks_function(), on_mask=on_mask, view=view)
     stopped = "end of stream"
     t0 = time.monotonic()
     source.start()

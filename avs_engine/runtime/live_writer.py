@@ -45,7 +45,7 @@ class LiveWriter:
     gets every line (None: none)."""
 
     def __init__(self, size_hw: tuple[int, int], mid: int, *, out_dir: str | Path | None = None,
-                 lines: TextIO | None = None, png: bool = False, masks_function=None, on_mask=None) -> None:
+                 lines: TextIO | None = None, png: bool = False, masks_function=None, on_mask=None, view=None) -> None:
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.mid = int(mid)
         self.lines = lines
@@ -61,6 +61,7 @@ class LiveWriter:
                 (self.out_dir / MASKS_DIR).mkdir(exist_ok=True)
             self._fd = os.open(self.out_dir / JSONL_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.on_mask = on_mask   # told each line's document, on the writer thread
+        self.view = view         # a LiveView shown each tinted frame
         self._worker = Worker(self._write, depth=2, name="avs-live-writer")
 
     def put(self, item: LiveSecond, result: LiveResult, dropped: int = 0) -> None:
@@ -95,6 +96,8 @@ class LiveWriter:
             self.lines.flush()
         self.latencies.append(doc["latency_s"])
         self.last = doc
+        if self.view is not None and item.view is not None:
+            self.view.show(item.view, mask, doc)
         if self.on_mask is not None:
             self.on_mask(doc)
         return doc

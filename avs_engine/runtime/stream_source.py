@@ -20,6 +20,7 @@ import numpy as np
 from ..io.preprocess import MODES, squash_frame
 from ..io.stream import StreamReader
 from .live import second_example
+from .live_view import display_frame
 
 
 @dataclass
@@ -31,6 +32,7 @@ class LiveSecond:
     frame: np.ndarray
     log_mel: np.ndarray
     ready: float
+    view: np.ndarray | None = None   # the frame for the live view (uint8 [h, w, 3], at most 640 wide), if one is on
     phase: int = 0       # with K masks a second (staggered windows): which of the K, starting at second + phase / K
     per_second: int = 1
 
@@ -83,15 +85,17 @@ class NewestSlot:
 class LiveSource:
     """Reads a :class:`StreamReader` on a thread into a :class:`NewestSlot`; iterate for the seconds.
 
-    ``img_size``/``resize``: the squash (as the offline clip source). ``stop()`` asks the thread to
-    end after the packet in hand. ``error``: what ended the reader abnormally, if anything.
+    ``img_size``/``resize``: the squash (as the offline clip source). ``view``: also keep a display-size
+    copy of each sampled frame (for the live view). ``stop()`` asks the thread to end after the packet in
+    hand. ``error``: what ended the reader abnormally, if anything.
     """
 
-    def __init__(self, reader: StreamReader, img_size: int, resize: str = "avsbench") -> None:
+    def __init__(self, reader: StreamReader, img_size: int, resize: str = "avsbench", view: bool = False) -> None:
         if resize not in MODES:
             raise ValueError(f"resize must be one of {MODES}, got {resize!r}")
         self.reader = reader
-        self.reader.transform = lambda rgb: squash_frame(rgb, img_size, resize)
+        # one conversion per sampled frame: the model's square and, for the view, a small copy
+        self.reader.transform = lambda rgb: (squash_frame(rgb, img_size, resize), display_frame(rgb) if view else None)
         self.slot = NewestSlot()
         self.received = 0
         self.error: BaseException | None = None
@@ -117,7 +121,8 @@ class LiveSource:
                     break
                 log_mel = second_example(s.samples) if self.reader.has_audio else _silence()
                 self.received += 1
-                self.slot.put(LiveSecond(s.second, s.frame, log_mel, s.ready, s.phase, s.per_second))
+                small, shown = s.frame
+                self.slot.put(LiveSecond(s.second, small, log_mel, s.ready, shown, s.phase, s.per_second))
         except BaseException as e:   # reaches the consumer through .error
             self.error = e
         finally:

@@ -215,3 +215,27 @@ def test_mask_fps_staggered_windows(ts_clip, causal_masks, tmp_path):
             assert (rle.decode(d["rle"]) != causal_masks[d["second"]]).mean() <= 1e-3
             compared += 1
     assert compared >= 3
+
+
+def test_avs_run_view_serves_the_running_stream(ts_clip, tmp_path):
+    """--view PORT: while avs-run plays the file in real time, the page's status follows the masks."""
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = _avs_run([str(ts_clip), "--realtime", "--view", str(port), "--threads", "1", "--project", str(tmp_path)])
+    status = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5).read())
+            if status["masks"] >= 2:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert status is not None and status["masks"] >= 2 and status["latency_s"] >= 0, (status, err)
+    assert f"live view: http://127.0.0.1:{port}/" in err
