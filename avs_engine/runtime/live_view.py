@@ -3,9 +3,11 @@
 ``avs-run --view PORT`` serves, with the standard library only (``http.server``
 on a daemon thread) and Pillow for JPEG:
 
-- ``/``: the page (an ``<img>`` on the MJPEG stream, a status line refreshed twice a second);
-- ``/stream.mjpg``: ``multipart/x-mixed-replace`` JPEGs, one per mask: the second's sampled frame
-  (at most :data:`VIEW_WIDTH` wide) with its mask tinted over it;
+- ``/``: the page: the newest tinted frame and a status line, both fetched five times a second (plain
+  requests that finish, so the page also works in a headless browser's screenshot);
+- ``/frame.jpg``: the newest JPEG: the second's sampled frame (at most :data:`VIEW_WIDTH` wide) with its
+  mask tinted over it (204 before the first mask);
+- ``/stream.mjpg``: the same frames as ``multipart/x-mixed-replace`` (MJPEG), for players;
 - ``/status``: JSON ``{"second", "time_s", "latency_s", "dropped", "masks", "wall"}`` of the last mask.
 
 It binds 127.0.0.1 unless told otherwise (``host``): the frames are the stream's.
@@ -30,20 +32,28 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>avs-engine live</title>
 <style>body{background:#111;color:#eee;font:15px sans-serif;margin:16px}img{display:block;max-width:100%}
 #status{margin-top:8px}</style></head>
-<body><img id="view" src="/stream.mjpg" alt="live view">
+<body><img id="view" alt="live view">
 <div id="status">waiting for the first mask...</div>
 <script>
+let shown = -1, url = null;
 async function tick() {
   try {
     const s = await (await fetch('/status', {cache: 'no-store'})).json();
-    if (s.masks > 0) {
+    if (s.masks > 0 && s.masks !== shown) {
+      const r = await fetch('/frame.jpg', {cache: 'no-store'});
+      if (r.status === 200) {
+        if (url) URL.revokeObjectURL(url);
+        url = URL.createObjectURL(await r.blob());
+        document.getElementById('view').src = url;
+        shown = s.masks;
+      }
       document.getElementById('status').textContent =
         `second ${s.time_s.toFixed(2)}  latency ${(s.latency_s * 1000).toFixed(0)} ms  ` +
         `dropped ${s.dropped}  masks ${s.masks}`;
     }
   } catch (e) {}
 }
-setInterval(tick, 500); tick();
+setInterval(tick, 200); tick();
 </script></body></html>
 """
 
@@ -91,6 +101,14 @@ class LiveView:
                     with view._cond:
                         body = json.dumps(view._status).encode()
                     self._send(body, "application/json")
+                elif self.path == "/frame.jpg":
+                    with view._cond:
+                        jpeg = view._jpeg
+                    if jpeg is None:
+                        self.send_response(204)
+                        self.end_headers()
+                    else:
+                        self._send(jpeg, "image/jpeg")
                 elif self.path == "/stream.mjpg":
                     self._stream()
                 else:

@@ -50,14 +50,16 @@ def test_view_serves_page_status_and_tinted_frames():
     view = LiveView(0)
     try:
         page = urllib.request.urlopen(view.url, timeout=10).read().decode()
-        assert "/stream.mjpg" in page and "/status" in page
+        assert "/frame.jpg" in page and "/status" in page
+        assert urllib.request.urlopen(view.url + "frame.jpg", timeout=10).status == 204   # nothing yet
         frame, mask = _scene()
         view.show(frame, mask, {"second": 3, "time_s": 3.0, "latency_s": 0.123, "dropped": 2, "wall": "x"})
         status = json.loads(urllib.request.urlopen(view.url + "status", timeout=10).read())
         assert status["latency_s"] == 0.123 and status["dropped"] == 2 and status["masks"] == 1
-        jpeg = _read_first_jpeg(view.url + "stream.mjpg")
-        assert jpeg.shape == (120, 200, 3)
-        assert _redness(jpeg[25:75, 105:175]) > 50 and abs(_redness(jpeg[:, :90])) < 12
+        for jpeg in (_read_first_jpeg(view.url + "stream.mjpg"),
+                     np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(view.url + "frame.jpg", timeout=10).read())))):
+            assert jpeg.shape == (120, 200, 3)
+            assert _redness(jpeg[25:75, 105:175]) > 50 and abs(_redness(jpeg[:, :90])) < 12
     finally:
         view.close()
 
@@ -75,7 +77,7 @@ def test_headless_chromium_screenshot_shows_the_tint(tmp_path):
         view.show(frame, mask, doc)
         shot = tmp_path / "shot.png"
         proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                               "--window-size=400,300", "--virtual-time-budget=3000", f"--screenshot={shot}", view.url],
+                               "--window-size=400,300", "--virtual-time-budget=5000", f"--screenshot={shot}", view.url],
                               capture_output=True, text=True, timeout=120)
         assert shot.is_file(), proc.stderr[-2000:]
         img = np.asarray(Image.open(shot).convert("RGB"))
