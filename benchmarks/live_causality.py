@@ -43,7 +43,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).with_name("live_causality")))
+    ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON at --out")
     args = ap.parse_args()
+    if args.render:
+        out = Path(args.out)
+        render(json.loads(out.with_suffix(".json").read_text()), out)
+        return
 
     import onnxruntime
 
@@ -97,12 +102,18 @@ def main() -> None:
     }
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    render(result, out)
+
+
+def render(result: dict, out: Path) -> None:
     base = result["rows"]["offline, avsbench audio"]["all"]
+    live = result["rows"]["causal, per-second audio (live)"]["all"]
     lines = [
         "# What causal windows cost: the demo model, live windows against offline windows",
         "",
-        f"{result['date']}; {result['machine']['cpu']}; onnxruntime {result['machine']['onnxruntime']}; "
-        f"{result['data']}; produced by `benchmarks/live_causality.py` in {result['elapsed_s']} s.",
+        f"{result['date']}; {result['machine']['cpu']} (load average {result['machine']['load_avg'][0]} at the end); "
+        f"onnxruntime {result['machine']['onnxruntime']}; {result['model']}; {result['data']}; AVSBench's metrics at "
+        f"224x224; produced by `benchmarks/live_causality.py` in {result['elapsed_s']} s.",
         "",
         "| windows, audio examples | mIoU all | F all | mIoU bursts | F bursts | mIoU vs offline (points) |",
         "|---|---|---|---|---|---|",
@@ -111,6 +122,24 @@ def main() -> None:
         a, b = v["all"], v["burst"]
         lines.append(f"| {k} | {a['miou']:.4f} | {a['f_score']:.4f} | {b['miou']:.4f} | {b['f_score']:.4f} | "
                      f"{(a['miou'] - base['miou']) * 100:+.2f} |")
+    lines += [
+        "",
+        "- *offline, avsbench audio* is today's `avs-run` / `avs-eval` (it reproduces `demo_model.md`).",
+        "- *causal*: second t from the window `[0, t]` of its clip (a clip starts the stream, so second 0 sees one",
+        "  frame, second 4 all five), computed with the live step (`LiveStep`), as `avs-run` live mode does.",
+        "- *per-second audio*: each second's own example `[t, t + 0.975)` s, as live mode cuts it.",
+        "",
+        f"Live mode (last row) is {abs(live['miou'] - base['miou']) * 100:.2f} mIoU points "
+        f"{'below' if live['miou'] < base['miou'] else 'above'} the offline windows "
+        f"(F {(live['f_score'] - base['f_score']) * 100:+.2f} points), well within the 2-point target. The two effects",
+        "pull apart: losing the later seconds of the window costs about a quarter of a point (rows 1 and 3), and",
+        "the per-second audio examples gain a little, most on noise-burst seconds (rows 1 and 2; why was not",
+        "measured). The model leans little on the future seconds here: its temporal attention helps most on",
+        "burst seconds (`demo_model.md`), and the generator makes the same objects sound the second before and",
+        "the second after a burst, so the past carries what the future would. Real footage, where a sound's",
+        "onset may be easier to place with the seconds after it, may lose more; this measures the demo model",
+        "on generated clips only.",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
