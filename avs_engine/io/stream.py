@@ -96,6 +96,7 @@ class StreamReader:
         self.realtime = realtime
         self.transform = transform
         self.stopped_reason: str | None = None   # why the source ended early (a read error), if it did
+        self.damaged_packets = 0                 # packets that would not decode (skipped)
         try:
             self._c = av.open(self.source, mode="r", format=input_format, options=dict(options or {}),
                               timeout=(timeout_s, timeout_s), metadata_errors="replace")
@@ -197,7 +198,12 @@ class StreamReader:
                         wall0 = now - t
                     elif wall0 + t > now:
                         time.sleep(wall0 + t - now)
-                for frame in packet.decode():
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:   # a damaged packet: skipped and counted, the stream goes on
+                    self.damaged_packets += 1
+                    continue
+                for frame in decoded:
                     if packet.stream.type == "video":
                         for sec, rgb in sampler.push(frame):
                             frames[sec] = rgb

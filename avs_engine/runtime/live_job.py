@@ -12,6 +12,7 @@ the run folder is committed from its staging name only then.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ class LiveOutcome:
 def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, resize: str = "avsbench",
              duration_s: float | None = None, project: str | Path | None = None, name: str = "live",
              exist_ok: bool = False, png: bool = False, lines: TextIO | None = None, model: dict | None = None,
-             on_mask=None, mask_fps: int = 1, view=None) -> LiveOutcome:
+             on_mask=None, mask_fps: int = 1, view=None, stop: threading.Event | None = None) -> LiveOutcome:
     """Segment ``reader``'s stream live; returns the outcome once it stops.
 
     ``duration_s``: stop after the stream's second ``duration_s - 1`` (None: run until the stream ends or a
@@ -55,12 +56,13 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
     ``on_mask(doc)``: told each line's document. ``mask_fps``: K masks a second from K staggered windows (the
     reader must hand out K seconds a second: ``StreamReader(per_second=K)``); each has its own ring.
     ``view``: a :class:`~avs_engine.runtime.live_view.LiveView` shown each tinted frame (the caller closes it).
+    ``stop``: an event another thread sets to end the run as a signal would (``stopped``: "stopped on request").
     Exceptions other than a stop signal discard the folder."""
     if reader.per_second != mask_fps:
         raise ValueError(f"mask_fps {mask_fps} needs a reader with per_second={mask_fps}, got {reader.per_second}")
     steps = [LiveStep(runner, clip_seconds) for _ in range(mask_fps)]   # one ring per phase
     step = steps[0]
-    source = LiveSource(reader, step.img_size, resize, view=view is not None)
+    source = LiveSource(reader, step.img_size, resize, view=view is not None, stop_event=stop)
     out = run_dir = None
     if project is not None:
         run_dir = next_run_dir(project, name, exist_ok=exist_ok)
@@ -80,6 +82,8 @@ def run_live(runner: Runner, reader: StreamReader, *, clip_seconds: int = 5, res
                     break
         except KeyboardInterrupt as e:
             stopped = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+        if stopped == "end of stream" and stop is not None and stop.is_set():
+            stopped = "stopped on request"
         source.stop()
         if stopped == "end of stream":
             if source.error is not None:
@@ -111,6 +115,7 @@ def _summary(reader: StreamReader, source: LiveSource, writer: LiveWriter, step:
         "clip_seconds": step.clip_seconds, "mask_fps": reader.per_second,
         "seconds_received": source.received, "masks": writer.count,
         "dropped": len(dropped), "dropped_seconds": list(dropped[:_DROPPED_LISTED]),
+        "damaged_packets": reader.damaged_packets,
         "latency": writer.latency_summary(),
         "model": {k: v for k, v in (model or {}).items() if k != "summary"},
     }

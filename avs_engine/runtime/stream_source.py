@@ -87,10 +87,12 @@ class LiveSource:
 
     ``img_size``/``resize``: the squash (as the offline clip source). ``view``: also keep a display-size
     copy of each sampled frame (for the live view). ``stop()`` asks the thread to end after the packet in
-    hand. ``error``: what ended the reader abnormally, if anything.
+    hand; ``stop_event`` (shared with the caller) does the same when set, and ends the iteration.
+    ``error``: what ended the reader abnormally, if anything.
     """
 
-    def __init__(self, reader: StreamReader, img_size: int, resize: str = "avsbench", view: bool = False) -> None:
+    def __init__(self, reader: StreamReader, img_size: int, resize: str = "avsbench", view: bool = False,
+                 stop_event: threading.Event | None = None) -> None:
         if resize not in MODES:
             raise ValueError(f"resize must be one of {MODES}, got {resize!r}")
         self.reader = reader
@@ -100,6 +102,7 @@ class LiveSource:
         self.received = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._asked = stop_event   # the caller's: read, never set here
         self._thread = threading.Thread(target=self._read, name="avs-live-source", daemon=True)
 
     @property
@@ -114,10 +117,13 @@ class LiveSource:
         self._stop.set()
         self._thread.join(wait_s)
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self._asked is not None and self._asked.is_set())
+
     def _read(self) -> None:
         try:
             for s in self.reader.seconds():
-                if self._stop.is_set():
+                if self._stopping():
                     break
                 log_mel = second_example(s.samples) if self.reader.has_audio else _silence()
                 self.received += 1
@@ -133,7 +139,7 @@ class LiveSource:
                 pass
 
     def __iter__(self) -> Iterator[LiveSecond]:
-        while True:
+        while not self._stopping():
             item = self.slot.get(timeout=0.25)   # short waits: a signal reaches the main thread promptly
             if item is not None:
                 yield item
