@@ -32,15 +32,14 @@ def parse_input_options(pairs) -> dict:
 def run_live_source(runner, model: dict, source: str, *, input_format, input_options, realtime, duration,
                     mask_fps, view_port, clip_seconds, resize, allow_silent, png, project, name, exist_ok, as_json) -> int:
     """One live source through :func:`avs_engine.runtime.live_job.run_live`; returns the exit code."""
-    from ..io.stream import StreamReader
-    from ..runtime.live_job import run_live
+    from ..runtime.live_job import open_stream, run_live
 
     def say(line: str) -> None:
         click.echo(line, err=True)
 
     try:
-        reader = StreamReader(source, input_format=input_format, options=input_options, realtime=realtime,
-                              allow_silent=allow_silent, per_second=mask_fps)
+        reader = open_stream(source, input_format=input_format, options=input_options, realtime=realtime,
+                             allow_silent=allow_silent, mask_fps=mask_fps)
     except AvsError as e:
         echo_err(str(e))
         return 2

@@ -32,6 +32,13 @@ SUMMARY_NAME = "result.json"
 _DROPPED_LISTED = 100   # the summary names at most this many dropped seconds (the count is always exact)
 
 
+def open_stream(source: str, *, input_format: str | None = None, options: dict | None = None, realtime: bool = False,
+                allow_silent: bool = False, mask_fps: int = 1) -> StreamReader:
+    """Open a live source (one-line MediaError/NoAudioError when it cannot be used) for :func:`run_live`."""
+    return StreamReader(source, input_format=input_format, options=options, realtime=realtime,
+                        allow_silent=allow_silent, per_second=mask_fps)
+
+
 @dataclass
 class LiveOutcome:
     """What :func:`run_live` did: ``summary`` (also in ``result.json``), ``output_dir`` (None without a run folder)."""
@@ -121,4 +128,4 @@ def _summary(reader: StreamReader, source: LiveSource, writer: LiveWriter, step:
     }
 
 
-__all__ = ["LiveOutcome", "run_live", "SUMMARY_NAME"]
+__all__ = ["LiveOutcome", "open_stream", "run_live", "SUMMARY_NAME"]

@@ -74,14 +74,13 @@ class StreamJob:
         self._thread.start()
 
     def _run(self, spec) -> None:
-        from ..io.stream import StreamReader
-        from ..runtime.live_job import run_live
+        from ..runtime.live_job import open_stream, run_live
 
         o = self.options
         try:
             runner = spec.create().activate()
-            reader = StreamReader(self.source, input_format=o.get("input_format"), realtime=bool(o.get("realtime")),
-                                  allow_silent=bool(o.get("allow_silent")), per_second=int(o.get("mask_fps", 1)))
+            reader = open_stream(self.source, input_format=o.get("input_format"), realtime=bool(o.get("realtime")),
+                                 allow_silent=bool(o.get("allow_silent")), mask_fps=int(o.get("mask_fps", 1)))
             self.state = "running"
             out = run_live(runner, reader, clip_seconds=int(o.get("clip_seconds", 5)), resize=o.get("resize", "avsbench"),
                            duration_s=o.get("duration_s"), mask_fps=int(o.get("mask_fps", 1)), on_mask=self._on_mask,

@@ -239,3 +239,35 @@ def test_avs_run_view_serves_the_running_stream(ts_clip, tmp_path):
     assert p.returncode == 0, err
     assert status is not None and status["masks"] >= 2 and status["latency_s"] >= 0, (status, err)
     assert f"live view: http://127.0.0.1:{port}/" in err
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_a_long_stream(tmp_path):
+    """Twenty minutes of a lavfi stream read as fast as FFmpeg makes it (so most seconds are dropped, the slot's
+    worst case): the process's resident memory in the last third is no higher than in the first third + 40 MB."""
+    graph = "testsrc=size=320x240:rate=25[out0];sine=frequency=440:sample_rate=16000[out1]"
+    p = _avs_run([graph, "--format", "lavfi", "--duration", "1200", "--threads", "1", "--project", str(tmp_path)])
+    samples = []
+    while p.poll() is None:
+        try:
+            samples.append(_rss_mb(p.pid))
+        except OSError:
+            break
+        time.sleep(0.5)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    summary = json.loads((tmp_path / "live" / "stream" / "result.json").read_text())
+    handled = summary["masks"] + summary["dropped"]
+    assert summary["seconds_received"] >= 1200 and handled <= summary["seconds_received"] <= handled + 2   # the stop
+    # leaves at most the second in the slot and one being read
+    n = len(samples)
+    assert n >= 9, samples
+    first, last = max(samples[n // 6: n // 3]), max(samples[2 * n // 3:])
+    assert last <= first + 40, (first, last)
