@@ -167,22 +167,34 @@ class StreamRegistry:
             return job["final"]
         try:
             st = await asyncio.wait_for(job["actor"].status.remote(), timeout=10)
-        except Exception as e:   # the actor died (or does not answer): reported, not lost
+        except asyncio.TimeoutError:   # busy or not yet scheduled: said so, the job is kept
+            return {**self._blank(stream_id), "state": "unresponsive", "reason": "no answer within 10 s"}
+        except Exception as e:   # the actor died: reported, not lost
             st = self._died(stream_id, e)
         if st["state"] in STATES_DONE:
-            job["final"] = st
+            self._finish(stream_id, st)
         return st
 
-    def _died(self, stream_id: str, e: BaseException) -> dict:
+    def _finish(self, stream_id: str, st: dict) -> None:
+        """Keep a finished job's last status and end its actor (a finished job holds no CPU)."""
         job = self.jobs[stream_id]
-        st = {"id": stream_id, "source": job["source"], "state": "failed",
-              "reason": f"the stream's actor died or does not answer ({reason(e)})", "masks": None, "dropped": None,
-              "last": None, "latency_s": None, "latency": None}
         job["final"] = st
+        try:
+            ray.kill(job["actor"])
+        except Exception:
+            pass
+
+    def _blank(self, stream_id: str) -> dict:
+        return {"id": stream_id, "source": self.jobs[stream_id]["source"], "state": None, "reason": None, "masks": None,
+                "dropped": None, "last": None, "latency_s": None, "latency": None}
+
+    def _died(self, stream_id: str, e: BaseException) -> dict:
+        st = {**self._blank(stream_id), "state": "failed", "reason": f"the stream's actor died ({reason(e)})"}
+        self._finish(stream_id, st)
         return st
 
     async def listing(self) -> list[dict]:
-        return [await self.status(k) for k in list(self.jobs)]
+        return list(await asyncio.gather(*(self.status(k) for k in list(self.jobs))))
 
     async def events(self, stream_id: str, poll_s: float = 0.2):
         """Server-sent events: ``event: mask`` per line (``id`` its number), then ``event: end`` with the status."""
@@ -191,6 +203,9 @@ class StreamRegistry:
         while True:
             try:
                 new, st = await asyncio.wait_for(job["actor"].events_after.remote(seq), timeout=10)
+            except asyncio.TimeoutError:   # busy: try again
+                await asyncio.sleep(poll_s)
+                continue
             except Exception as e:
                 st = job["final"] or self._died(stream_id, e)
                 yield f"event: end\ndata: {json.dumps(st)}\n\n"
@@ -199,7 +214,7 @@ class StreamRegistry:
                 seq = s
                 yield f"id: {s}\nevent: mask\ndata: {json.dumps(doc, separators=(',', ':'))}\n\n"
             if st["state"] in STATES_DONE and not new:
-                job["final"] = st
+                self._finish(stream_id, st)
                 yield f"event: end\ndata: {json.dumps(st)}\n\n"
                 return
             await asyncio.sleep(poll_s)
@@ -213,13 +228,9 @@ class StreamRegistry:
                 st = await asyncio.wait_for(job["actor"].stop.remote(), timeout=30)
                 if st["state"] not in STATES_DONE:
                     st = {**st, "state": "stopped"}
-                job["final"] = st
+                self._finish(stream_id, st)
             except Exception as e:
                 self._died(stream_id, e)
-        try:
-            ray.kill(job["actor"])
-        except Exception:
-            pass
         return job["final"]
 
 
