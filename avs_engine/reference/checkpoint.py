@@ -354,6 +354,8 @@ def load_model(weights: str | Path | None = None, config=None, vggish: str | Pat
     from .variants import apply_variant
 
     report = None
+    if weights is not None and not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: checkpoint file not found")
     if weights is not None and is_bundle(weights):
         model, report = load_bundle(weights)
     elif weights is not None:

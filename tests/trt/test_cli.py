@@ -23,7 +23,7 @@ def error_line(result):
 
 def test_help_is_the_docstring():
     r = invoke(build_cmd, ["--help"])
-    assert r.exit_code == 0 and "Build FP16 TensorRT engines" in r.output and "--min-t" in r.output and "--weak-typing" in r.output
+    assert r.exit_code == 0 and "Build TensorRT engines" in r.output and "fp16 by default, or fp32" in r.output and "--min-t" in r.output and "--weak-typing" in r.output
     r = invoke(check_cmd, ["--help"])
     assert r.exit_code == 0 and "Compare the TensorRT engines with the ONNX graphs" in r.output and "--atol" in r.output
 
