@@ -119,6 +119,8 @@ def test_runtime_imports_without_torch_export_or_devtools():
         "import avs_engine.runtime, avs_engine.backends, avs_engine.io\n"
         "import avs_engine.io.clips, avs_engine.io.preprocess, avs_engine.io.postprocess\n"
         "import avs_engine.io.writers, avs_engine.runtime.outputs, avs_engine.io.logmel\n"
+        "import avs_engine.io.stream, avs_engine.runtime.live, avs_engine.runtime.live_job, avs_engine.runtime.causal\n"
+        "import avs_engine.runtime.live_view, avs_engine.runtime.live_writer, avs_engine.runtime.stream_source\n"
         "import avs_engine.backends.onnxruntime_backend, avs_engine.backends.tensorrt_backend\n"
         "import avs_engine.gpu.cuda_memory, avs_engine.gpu.tensorrt_api\n"
         "import avs_engine.kernels.nvrtc, avs_engine.kernels.launchers\n"

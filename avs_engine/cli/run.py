@@ -66,12 +66,28 @@ def untrusted_media(ctx: click.Context, on: bool) -> None:
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Folder holding the numbered run folders.")
 @click.option("--name", default="run", show_default=True, help="Run folder name: runs/run, runs/run2, ...")
 @click.option("--exist-ok", is_flag=True, help="Write into PROJECT/NAME itself even if it exists (a video already there gets <stem>_2).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (all videos) to stdout instead of the human summary; "
+              "live: one JSON line per mask on stdout (also in the run folder's masks.jsonl).")
+@click.option("--realtime", is_flag=True, help="Live mode on a file: play it at its own pace, as if it were a stream.")
+@click.option("--format", "input_format", metavar="FMT", help="FFmpeg input format of the source, e.g. lavfi, v4l2, mpegts "
+              "(a capture device: live mode).")
+@click.option("--input-option", "input_options", multiple=True, metavar="KEY=VALUE",
+              help="An FFmpeg option for opening the live source (e.g. rtsp_transport=tcp, listen=1); repeatable.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Live mode: stop after S seconds of the stream.")
+@click.option("--mask-fps", type=click.Choice(["1", "2", "4", "5", "8", "10"]), default="1", show_default=True, metavar="K",
+              help="Live mode: K masks a second, from K staggered windows of T seconds (each costs one encoder frame); "
+                   "1, 2, 4, 5, 8 or 10.")
+@click.option("--view", "view_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Live mode: serve a page on 127.0.0.1:PORT that plays the stream with the mask tinted over it, "
+                   "with latency and dropped seconds (MJPEG).")
+@click.option("--png", is_flag=True, help="Live mode: also write each mask as masks/000001.png ... in the run folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @version_option()
 def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, compile_blocks,
          cuda_graph,
-         clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet):
+         clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, realtime, input_format,
+         input_options, duration, mask_fps, view_port, png, quiet):
     """Segment the sounding objects of each video, one mask per second.
 
     VIDEOS are files, folders (every video inside, sorted by name), quoted glob
@@ -85,6 +101,14 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
     that fails gets one error line and the others still run. Exit code: 0 all
     done, 1 some failed, 2 nothing could start, 130 interrupted (Ctrl-C), 143
     terminated (SIGTERM); an interrupted run removes what it had half-written.
+
+    Live mode: a stream URL (rtsp, rtmp, srt, udp, tcp, http(s) incl. HLS), a
+    capture device (--format v4l2 /dev/video0, --format lavfi 'testsrc...') or a
+    file with --realtime. Each second gets the mask of the window of the last T
+    seconds (its causal window), written as it is ready with its latency; when the
+    model falls behind, the newest second wins and older ones are dropped and
+    counted. --duration S stops after S seconds; Ctrl-C or SIGTERM stops cleanly
+    with a summary (exit 0; 1 if the source failed, 2 if it could not be opened).
     """
     from ..runtime.job import sigterm_as_interrupt
 
@@ -93,12 +117,15 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
                      precision=precision, fused=fused, global_attention_precision=global_attention_precision, tf32=tf32,
                      compile_blocks=compile_blocks, cuda_graph=cuda_graph, clip_seconds=clip_seconds, threads=threads, resize=resize,
                      allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
-                     exist_ok=exist_ok, as_json=as_json, quiet=quiet)
+                     exist_ok=exist_ok, as_json=as_json, quiet=quiet,
+                     live=dict(realtime=realtime, input_format=input_format, input_options=input_options,
+                               duration=duration, png=png, mask_fps=int(mask_fps), view_port=view_port))
     sys.exit(code)
 
 
 def _main(videos, *, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32,
-          compile_blocks, cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet) -> int:
+          compile_blocks, cuda_graph, clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, quiet,
+          live=None) -> int:
     from tqdm import tqdm
 
     from ..runtime import Pipeline
@@ -116,6 +143,31 @@ def _main(videos, *, weights, config, vggish, engine_dir, backend, device, preci
                                 compile_blocks=compile_blocks)
     except AvsError as e:
         echo_err(str(e))
+        return 2
+    from .live import is_live, parse_input_options, run_live_source
+
+    live = live or {}
+    if is_live(videos, live.get("input_format"), live.get("realtime")):
+        if len(videos) != 1:
+            echo_err(f"live mode takes one source, got {len(videos)}")
+            return 2
+        options = parse_input_options(live.get("input_options") or ())
+        try:
+            runner = spec.create().activate()
+        except AvsError as e:
+            echo_err(str(e))
+            return 2
+        model = spec.describe(runner)
+        click.echo(f"model: {model['summary']}", err=True)
+        return run_live_source(runner, model, videos[0], input_format=live.get("input_format"), input_options=options,
+                               realtime=bool(live.get("realtime")), duration=live.get("duration"),
+                               mask_fps=int(live.get("mask_fps") or 1), view_port=live.get("view_port"),
+                               clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
+                               png=bool(live.get("png")), project=project, name=name if name != "run" else "live",
+                               exist_ok=exist_ok, as_json=as_json)
+    if (live.get("duration") or live.get("png") or live.get("input_options") or (live.get("mask_fps") or 1) != 1
+            or live.get("view_port") is not None):
+        echo_err("--duration, --mask-fps, --view, --png and --input-option apply to live mode only (a stream URL, --format or --realtime)")
         return 2
     inputs = expand_inputs(videos)
     if not inputs.videos:

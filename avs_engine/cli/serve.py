@@ -53,12 +53,16 @@ from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, 
                    "instead of uploading it (repeatable). URLs are compared by scheme, host, port and path segments "
                    "after normalising (case, default ports, %-encoding, ./.. segments; no user:password@), and "
                    "so is every redirect. Default: uploads only.")
+@click.option("--cpus-per-stream", type=click.FloatRange(0, min_open=True), default=0.5, show_default=True,
+              help="Logical CPUs of each live stream's actor (POST /v1/streams).")
+@click.option("--max-streams", type=click.IntRange(1), default=16, show_default=True,
+              help="Live streams at once; more get 429.")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, metavar="N",
               help="CPUs Ray may use when it starts here.  [default: all]")
 @version_option()
 def main(weights, config, engine_dir, backend, device, precision, threads, clip_seconds, resize, allow_silent, host, port,
          address, replicas, ingress_replicas, cpus_per_replica, gpus_per_replica, max_batch_frames, batch_wait_ms,
-         max_upload_mb, max_video_s, timeout_s, allow_sources, num_cpus):
+         max_upload_mb, max_video_s, timeout_s, allow_sources, cpus_per_stream, max_streams, num_cpus):
     """Serve the model over HTTP until Ctrl-C.
 
     POST /v1/segment with the video's bytes as the body (curl --data-binary
@@ -66,7 +70,10 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
     answers JSON: per second the area fraction, the bounding box and the mask
     as COCO RLE; ?overlay=true adds overlay.mp4 (base64). GET /healthz says
     whether the model answers; /docs is the OpenAPI page. Bad media get 4xx
-    with a one-line reason. The API and its limits: docs/scale.md.
+    with a one-line reason. Live jobs: POST /v1/streams {"source": URL} on a
+    stream under an --allow-source URL prefix starts one (a Ray actor per
+    stream); GET /v1/streams/ID/events follows its masks as server-sent events;
+    DELETE /v1/streams/ID stops it. The API and its limits: docs/scale.md.
     """
     try:
         spec, img_size = model_for_ray("avs-serve", backend=backend, weights=weights, config=config, engine_dir=engine_dir,
@@ -83,7 +90,7 @@ def main(weights, config, engine_dir, backend, device, precision, threads, clip_
                       allow_sources=tuple(allow_sources), max_upload_mb=max_upload_mb, max_video_s=max_video_s,
                       timeout_s=timeout_s, model_replicas=replicas, ingress_replicas=ingress_replicas,
                       model_cpus=cpus_per_replica, model_gpus=gpus, max_batch_frames=max_batch_frames,
-                      batch_wait_s=batch_wait_ms / 1e3)
+                      batch_wait_s=batch_wait_ms / 1e3, stream_cpus=cpus_per_stream, max_streams=max_streams)
     ray_context(address, num_cpus=num_cpus, quiet=True)
     # After Ray starts (it installs its own SIGTERM handler): SIGTERM (a container stop) stops as Ctrl-C does.
     with sigterm_as_interrupt():

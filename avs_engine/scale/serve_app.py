@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from .. import __version__
@@ -45,6 +45,7 @@ from ..runtime.model_step import ClipPrediction, ModelStep
 from ..runtime.untrusted import untrusted
 from ..runtime.writer import OVERLAY_NAME, VideoWriter
 from .fetch import local_copy
+from .live_streams import StreamRegistry
 from ..runtime.inputs import is_url
 from .url_check import UrlRefused, allowed_url, canonical
 
@@ -84,6 +85,8 @@ class ServeConfig:
     batch_wait_s: float = 0.02
     max_requests_per_ingress: int = 8
     max_queued_requests: int = 64
+    stream_cpus: float = 0.5     # logical CPUs of each live stream's actor
+    max_streams: int = 16        # live streams at once (per ingress replica)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -229,6 +232,9 @@ class Ingress:
         self.model = model
         self.cfg = cfg
         self.img_size = cfg.img_size or cfg.runner.img_size()
+        self.streams = StreamRegistry(cfg.runner, cfg.allow_sources,
+                                      {"clip_seconds": cfg.clip_seconds, "resize": cfg.resize, "allow_silent": cfg.allow_silent},
+                                      cpus=cfg.stream_cpus, max_streams=cfg.max_streams)
 
     @api.get("/healthz", summary="Is the service up, and with which model and limits")
     async def healthz(self) -> JSONResponse:
@@ -250,6 +256,42 @@ class Ingress:
             return await respond(self._segment(request, overlay, source, filename, tmp), self.cfg.timeout_s, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- live streams (one Ray actor each: avs_engine/scale/live_streams.py)
+
+    @api.post("/v1/streams", summary="Start a live job on an allow-listed stream URL", status_code=201)
+    async def start_stream(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except Exception:
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, 'give the stream as JSON: {"source": "rtsp://..."}', uuid.uuid4().hex[:12])
+        status, doc = self.streams.start(body)
+        if "error" in doc:
+            return _error(status, doc["error"], uuid.uuid4().hex[:12])
+        return JSONResponse(doc, status_code=status)
+
+    @api.get("/v1/streams", summary="The live jobs: state, masks, latency, dropped seconds")
+    async def list_streams(self) -> JSONResponse:
+        return JSONResponse({"streams": await self.streams.listing()})
+
+    @api.get("/v1/streams/{stream_id}", summary="One live job's status")
+    async def stream_status(self, stream_id: str) -> JSONResponse:
+        st = await self.streams.status(stream_id)
+        return JSONResponse(st) if st is not None else _error(404, f"no stream {stream_id}", uuid.uuid4().hex[:12])
+
+    @api.get("/v1/streams/{stream_id}/events", summary="A live job's masks as server-sent events (event: mask, then end)")
+    async def stream_events(self, stream_id: str):
+        if stream_id not in self.streams.jobs:
+            return _error(404, f"no stream {stream_id}", uuid.uuid4().hex[:12])
+        return StreamingResponse(self.streams.events(stream_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    @api.delete("/v1/streams/{stream_id}", summary="Stop a live job")
+    async def stop_stream(self, stream_id: str) -> JSONResponse:
+        st = await self.streams.stop(stream_id)
+        return JSONResponse(st) if st is not None else _error(404, f"no stream {stream_id}", uuid.uuid4().hex[:12])
 
     # -- steps
 
