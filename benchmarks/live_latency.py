@@ -18,23 +18,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from avs_engine.bench.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "testsrc=size=320x240:rate=25[out0];sine=frequency=440:sample_rate=16000[out1]"
 ROWS = [(1, 1), (5, 1), (1, 2), (1, 4), (1, 6)]   # (mask fps, concurrent streams)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_row(mask_fps: int, streams: int, duration: float) -> dict:

@@ -37,14 +37,9 @@ if "--warm-cache" not in sys.argv:  # the first call's compile time is a cold co
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from avs_engine.bench.machine import cpu_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_flags() -> str:
@@ -123,7 +118,7 @@ def main(argv=None) -> int:
                      "cpu_median_s": cmed, "cpu_s": cpu[name], "first_call_s": first[name][0],
                      "first_call_cpu_s": first[name][1], "x_vs_fp32": statistics.median(times["fp32"]) / med,
                      "x_vs_fp32_cpu": statistics.median(cpu["fp32"]) / cmed, "rel_l2_vs_fp32": rel})
-    doc = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
+    doc = {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cpu_flags": cpu_flags(),
            "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
            "config": args.config, "unit": "one image-encoder call of one frame", "reps": args.reps,
            "load_average_after": [round(v, 2) for v in load], "rows": rows}
