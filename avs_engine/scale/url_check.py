@@ -49,8 +49,9 @@ class CanonicalUrl:
         return urllib.parse.urlunsplit((self.scheme, netloc, path, self.query, ""))
 
     def under(self, prefix: "CanonicalUrl") -> bool:
-        """Same scheme, host and port, and ``prefix``'s path segments (a trailing empty one dropped) first."""
-        if (self.scheme, self.host, self.port) != (prefix.scheme, prefix.host, prefix.port):
+        """Same scheme, host and port, and ``prefix``'s path segments (a trailing empty one dropped) first. A
+        prefix without a port (only for a scheme with no default one, e.g. ``tcp://127.0.0.1``) takes any port."""
+        if (self.scheme, self.host) != (prefix.scheme, prefix.host) or prefix.port not in (None, self.port):
             return False
         want = prefix.segments[:-1] if prefix.segments and prefix.segments[-1] == "" else prefix.segments
         return self.segments[:len(want)] == want
