@@ -16,6 +16,20 @@ from .options import (CONTEXT, AvsCommand, backend_option, clip_seconds_option, 
 EXIT_INTERRUPTED = 130
 
 
+class RetryCount(click.ParamType):
+    """A whole number of retries, 0 or more; anything else is refused in one line that says so."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()):
+            self.fail(f"expected a whole number of retries, 0 or more; got {value!r}", param, ctx)
+        return int(text)
+
+
 def _need_ray(command: str = "avs-batch") -> None:
     import importlib.util
 
@@ -56,6 +70,10 @@ def model_for_ray(command: str, **options):
 @click.option("--overlay/--no-overlay", default=False, show_default=True,
               help="Also write overlay.mp4 per video (decodes and encodes the video once more).")
 @click.option("--retry-failed", is_flag=True, help="Run again the videos failures.jsonl lists (by default they are skipped).")
+@click.option("--actor-retries", type=RetryCount(), default=2, show_default=True,
+              help="Times a batch of videos whose inference actor died (killed, out of memory, a crash in a native "
+                   "library) is run again on the restarted actor; videos still lost are run again one at a time with "
+                   "as many retries, then recorded in failures.jsonl (stage worker). 0: no retry in either pass.")
 @click.option("--address", default=None, metavar="ADDR",
               help="Join this Ray cluster (ray://host:10001, host:6379, or auto for the one this node is in). "
                    "Default: start Ray on this machine.")
@@ -83,7 +101,7 @@ def model_for_ray(command: str, **options):
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @version_option()
 def main(sources, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds, resize,
-         allow_silent, mask_format, overlay, retry_failed, address, actors, cpus_per_actor, gpus_per_actor, decode_cpus,
+         allow_silent, mask_format, overlay, retry_failed, actor_retries, address, actors, cpus_per_actor, gpus_per_actor, decode_cpus,
          videos_per_batch, max_frames, max_fetch_mb, object_store_mb, num_cpus, as_json, quiet):
     """Segment the sounding objects of many videos: a Ray Data job, resumable.
 
@@ -106,7 +124,7 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
         code = _main(sources, out_dir=out_dir, weights=weights, config=config, engine_dir=engine_dir,
                      backend=backend, device=device, precision=precision, threads=threads, clip_seconds=clip_seconds,
                      resize=resize, allow_silent=allow_silent, mask_format=mask_format, overlay=overlay,
-                     retry_failed=retry_failed, address=address,
+                     retry_failed=retry_failed, actor_retries=actor_retries, address=address,
                      plan_options={"actors": actors, "actor_cpus": cpus_per_actor, "actor_gpus": gpus_per_actor,
                                    "decode_cpus": decode_cpus, "videos_per_batch": videos_per_batch},
                      max_frames=max_frames, max_fetch_mb=max_fetch_mb, object_store_mb=object_store_mb,
@@ -115,7 +133,7 @@ def main(sources, out_dir, weights, config, engine_dir, backend, device, precisi
 
 
 def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, precision, threads, clip_seconds,
-          resize, allow_silent, mask_format, overlay, retry_failed, address, plan_options, max_frames, max_fetch_mb,
+          resize, allow_silent, mask_format, overlay, retry_failed, actor_retries, address, plan_options, max_frames, max_fetch_mb,
           object_store_mb, num_cpus, as_json, quiet) -> int:
     say = (lambda line: None) if quiet and not as_json else (lambda line: click.echo(line, err=True))
     try:
@@ -139,7 +157,7 @@ def _main(sources, *, out_dir, weights, config, engine_dir, backend, device, pre
         return 2
     cfg = BatchConfig(out_dir=str(out_dir), runner=spec, img_size=img_size, clip_seconds=clip_seconds, resize=resize,
                       allow_silent=allow_silent, mask_format=mask_format, overlay=overlay, max_frames=max_frames,
-                      retry_failed=retry_failed, fetch_max_bytes=int(max_fetch_mb * 1e6) if max_fetch_mb else None,
+                      retry_failed=retry_failed, actor_retries=actor_retries, fetch_max_bytes=int(max_fetch_mb * 1e6) if max_fetch_mb else None,
                       plan_options={k: v for k, v in plan_options.items() if v is not None})
     try:
         summary = run_batch(found.videos, cfg, progress=not quiet, address=address,

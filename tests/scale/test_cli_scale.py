@@ -34,3 +34,29 @@ def test_serve_refuses_options_that_do_not_apply():
     pytest.importorskip("ray", reason=RAY_MISSING)
     r = CliRunner().invoke(serve, ["--precision", "bf16"])
     assert r.exit_code == 2 and r.output.count("error:") == 1 and "bf16" in r.output, r.output
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "1.5", ""])
+def test_batch_actor_retries_refuses_what_is_not_a_count(tmp_path, value):
+    r = CliRunner().invoke(batch, [str(tmp_path / "a.mp4"), "--out", str(tmp_path / "o"), "--actor-retries", value])
+    assert r.exit_code == 2 and r.output.count("Error:") == 1, r.output
+    assert f"Invalid value for '--actor-retries': expected a whole number of retries, 0 or more; got {value!r}" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, want", [([], 2), (["--actor-retries", "0"], 0), (["--actor-retries", "5"], 5)])
+def test_batch_actor_retries_reaches_the_job(tmp_path, monkeypatch, args, want):
+    pytest.importorskip("ray", reason=RAY_MISSING)
+    import avs_engine.scale.job as job
+
+    seen = []
+
+    def fake_run_batch(sources, cfg, **kwargs):
+        seen.append(cfg.actor_retries)
+        raise KeyboardInterrupt   # stop here: the job itself is tested elsewhere
+
+    monkeypatch.setattr(job, "run_batch", fake_run_batch)
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"\0" * 64)
+    r = CliRunner().invoke(batch, [str(video), "--out", str(tmp_path / "o"), "-q", *args])
+    assert r.exit_code == 130 and seen == [want], (r.output, seen)
