@@ -6,7 +6,8 @@
 - :func:`make_edit_list_mp4`: an MP4 whose first frames lie before the presented start (an edit list hides
   them), as a stream-copied cut from a long-GOP source has.
 - :func:`make_tagged_video`: a video with colour tags (primaries, transfer, matrix, range) and pixel format of
-  choice: HDR10 HEVC (bt2020 / smpte2084 / bt2020nc, 10-bit) or full-range MJPEG.
+  choice: HDR10 HEVC (bt2020 / smpte2084 / bt2020nc, 10-bit, optionally with its mastering display and content
+  light level SEI) or full-range MJPEG.
 
 Every frame shows ``frame_image`` (its index in the bottom bits), so tests can tell which frame is which.
 """
@@ -106,11 +107,15 @@ def make_edit_list_mp4(path, hidden_s: float = 0.5, shown_s: float = 4.5, fps: i
 
 HDR10 = {"color_primaries": 9, "color_trc": 16, "colorspace": 9, "color_range": 1}   # bt2020, smpte2084, bt2020nc, tv
 FULL_RANGE_601 = {"color_primaries": 6, "color_trc": 6, "colorspace": 6, "color_range": 2}  # smpte170m, pc
+# HDR10 static metadata as x265 takes it: a P3-D65 mastering display of 1000 cd/m² (min 0.0001; chromaticities in
+# units of 0.00002, luminance in 0.0001 cd/m²), MaxCLL 1000 and MaxFALL 400 cd/m².
+HDR10_STATIC = "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"
 
 
 def make_tagged_video(path, codec: str, pix_fmt: str, tags: dict, seconds: float = 2.0, fps: int = 10,
-                      size=(160, 96), fmt: str | None = None) -> dict:
-    """A video (plus AAC audio) whose stream carries ``tags`` (attribute -> FFmpeg enum value) in ``pix_fmt``."""
+                      size=(160, 96), fmt: str | None = None, x265_params: str = "") -> dict:
+    """A video (plus AAC audio) whose stream carries ``tags`` (attribute -> FFmpeg enum value) in ``pix_fmt``;
+    ``x265_params``: more libx265 parameters (``HDR10_STATIC``: the mastering display and light level SEI)."""
     path = Path(path)
     with av.open(str(path), "w", format=fmt) as out:
         vs = out.add_stream(codec, rate=fps)
@@ -120,7 +125,7 @@ def make_tagged_video(path, codec: str, pix_fmt: str, tags: dict, seconds: float
         for k, v in tags.items():
             setattr(cc, k, v)
         if codec == "libx265":
-            vs.options = {"x265-params": "log-level=error"}
+            vs.options = {"x265-params": ":".join(p for p in ("log-level=error", x265_params) if p)}
         write_audio = _audio(out, seconds)
         for i in range(int(seconds * fps)):
             img = frame_image(i, (180, 90, 30), size)

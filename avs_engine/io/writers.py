@@ -25,6 +25,7 @@ from PIL import Image
 from ..atomic import atomic_target
 from ..errors import MediaError, ShapeError
 from .frames import set_decoder_threads
+from .hdr import HDR_TRANSFERS, HdrStatic, read_hdr_static
 from .probe import MediaInfo, _one_line, frame_time, open_container, orient, probe
 
 def write_mask_png(path, mask: np.ndarray) -> Path:
@@ -159,7 +160,9 @@ class OverlayWriter:
     another size, after a mid-stream resolution change, scaled to it and
     said in ``notes``), tagged with the source's colour primaries, transfer,
     matrix and range (set before the encoder opens, so they are in the
-    stream's header: HDR stays HDR), with the
+    stream's header: HDR stays HDR) and its HDR static metadata (mastering
+    display and content light level, see ``io.hdr``; as SEI messages in the
+    H.264 stream: PyAV cannot set the MP4 ``mdcv``/``clli`` boxes), with the
     source's timestamps (made strictly increasing: a repeated timestamp moves
     one tick later), plus the source's first audio track: its packets copied
     unchanged when the output container takes the codec (AAC into MP4),
@@ -245,6 +248,12 @@ class OverlayWriter:
                       for k in ("color_primaries", "color_trc", "colorspace")}
         deep = _bit_depth(in_fmt) > 8 and "yuv420p10le" in _encoder_formats("libx264")
         self._out_fmt = "yuv420p10le" if deep else "yuv420p"
+        # HDR static metadata (mastering display, content light level) rides on the first frame, not the stream:
+        # peek at it for the encoder's parameters. Only HDR and deep sources can carry it meaningfully.
+        self.hdr = HdrStatic()
+        if self._tags["color_trc"] in HDR_TRANSFERS or _bit_depth(in_fmt) > 8:
+            with contextlib.suppress(av.error.FFmpegError, MediaError):   # unreadable here: fails below, in context
+                self.hdr = read_hdr_static(self.src)
         self.notes: list[str] = []   # plain-words warnings about what the overlay changed (see VideoWriter)
         self._size_changed = False
         self._fmt = _CONTAINER_FORMATS.get(self.dst.suffix.lower(), "mp4")
@@ -294,6 +303,8 @@ class OverlayWriter:
         opts = {"crf": str(self.crf), "preset": self.preset}
         if vout.width * vout.height > LOW_LATENCY_PIXELS:
             opts["tune"] = "zerolatency"
+        if self.hdr:
+            opts["x264-params"] = self.hdr.x264_params()   # written as SEI messages with the first frame
         vout.options = opts
         # Keep the source's timestamps (variable frame rates stay in sync with audio).
         vout.codec_context.time_base = self._vin.time_base

@@ -14,7 +14,8 @@ from avs_engine.io.frames import iter_second_frames, n_seconds
 from avs_engine.io.probe import probe
 from avs_engine.io.writers import OverlayWriter
 from avs_engine.runtime.results import VideoResult
-from tests.media_craft import (FULL_RANGE_601, HDR10, make_edit_list_mp4, make_size_change_ts, make_tagged_video,
+from avs_engine.io.hdr import read_hdr_static
+from tests.media_craft import (FULL_RANGE_601, HDR10, HDR10_STATIC, make_edit_list_mp4, make_size_change_ts, make_tagged_video,
                                stream_tags)
 from tests.media_factory import frame_image, read_frame_index
 
@@ -106,6 +107,22 @@ def test_overlay_keeps_hdr10_tags_and_10_bits(tmp_path):
     src = make_tagged_video(tmp_path / "hdr.mp4", "libx265", "yuv420p10le", HDR10)["path"]
     assert stream_tags(src) == {**HDR10, "pix_fmt": "yuv420p10le"}
     write_overlay(src, tmp_path / "overlay.mp4")
+    assert stream_tags(tmp_path / "overlay.mp4") == {**HDR10, "pix_fmt": "yuv420p10le"}
+    assert not read_hdr_static(src) and not read_hdr_static(tmp_path / "overlay.mp4")   # none given, none made up
+
+
+def test_overlay_keeps_hdr10_mastering_display_and_light_level(tmp_path):
+    src = make_tagged_video(tmp_path / "hdr.mp4", "libx265", "yuv420p10le", HDR10, x265_params=HDR10_STATIC)["path"]
+    want = read_hdr_static(src)
+    # What the source carries, read back from its decoded frames (P3-D65 primaries, 1000 cd/m², MaxCLL/MaxFALL).
+    assert want.primaries == ((Fraction(17, 25), Fraction(8, 25)), (Fraction(53, 200), Fraction(69, 100)),
+                              (Fraction(3, 20), Fraction(3, 50))), want
+    assert want.white_point == (Fraction(15635, 50000), Fraction(16450, 50000))
+    assert (want.min_luminance, want.max_luminance) == (Fraction(1, 10000), Fraction(1000))
+    assert (want.max_cll, want.max_fall) == (1000, 400)
+    w = write_overlay(src, tmp_path / "overlay.mp4")
+    assert read_hdr_static(tmp_path / "overlay.mp4") == want
+    assert w.hdr == want
     assert stream_tags(tmp_path / "overlay.mp4") == {**HDR10, "pix_fmt": "yuv420p10le"}
 
 
