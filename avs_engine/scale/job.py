@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -31,6 +32,7 @@ from ..runtime.outputs import SUMMARY_NAME, OutputDir
 STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
 from .resources import ResourcePlan, plan_resources
 from ..runtime.inputs import Input
+from .rerun import died_alone, lost_row, rerun_alone
 from .stages import STAGE_ORDER, InferenceActor, decode_video, write_video
 
 
@@ -39,7 +41,9 @@ class BatchConfig:
     """What a batch job does. ``plan_options``: keyword arguments of :func:`plan_resources` (actors,
     actor_cpus, actor_gpus, threads, decode_cpus, write_cpus, videos_per_batch). ``actor_retries``: how many
     times a batch of videos whose inference actor died (killed, out of memory, a crash in a native library)
-    is run again on the restarted actor, in each of the job's two passes (see :func:`run_batch`)."""
+    is run again on the restarted actor, in each of the job's two passes (see :func:`run_batch`).
+    ``rerun_timeout_s``: the longest wait on any step of one try in the second pass (decode, the inference actor
+    starting and answering, write); a video that reaches it is recorded as failed, not waited for."""
 
     out_dir: str
     runner: ModelSpec
@@ -53,6 +57,7 @@ class BatchConfig:
     retry_failed: bool = False
     fetch_max_bytes: int | None = None
     actor_retries: int = 2
+    rerun_timeout_s: float = 1800.0
     plan_options: dict = field(default_factory=dict)
 
 
@@ -68,6 +73,11 @@ def ray_context(address: str | None = None, *, num_cpus: int | None = None, num_
             kwargs["address"] = address
         else:
             kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus)
+            if not os.environ.get("RAY_ADDRESS"):   # (with it, ray.init joins that cluster: its settings stand)
+                # Ray starts its workers at niceness 15: on a machine busy with anything else they get a few percent
+                # of a core, and a job whose actor is restarting after a crash seems to wait forever. The job's
+                # workers are the job: they run at the driver's own priority (`nice avs-batch ...` lowers it all).
+                kwargs["_system_config"] = {"worker_niceness": 0}
             if object_store_mb:
                 kwargs["object_store_memory"] = int(object_store_mb) << 20
         ray.init(**kwargs)
@@ -131,12 +141,11 @@ class Progress:
                 f"{self.video_s:.0f} s of video in {wall:.1f} s = {rate:.2f} s/s, ETA {eta:.0f} s")
 
 
-def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan, *, isolate: bool = False):
+def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
     """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated).
 
     An inference actor that dies is restarted by Ray and its batch run again, ``cfg.actor_retries`` times at
-    most. ``isolate``: one video per batch and one batch in flight per actor, so that a video that kills its
-    actor takes no other video with it (the second pass over videos lost in the first)."""
+    most; a batch lost beyond that is dropped, and :func:`run_batch` runs its videos again alone."""
     import ray
 
     items = [{"video_id": s.video_id, "source": s.source} for s in todo]
@@ -145,10 +154,9 @@ def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan, *
     ds = ds.map(decode_video, num_cpus=plan.decode_cpus, memory=plan.decode_memory_mb << 20,
                 fn_kwargs={"img_size": cfg.img_size, "clip_seconds": cfg.clip_seconds, "resize": cfg.resize,
                            "allow_silent": cfg.allow_silent, "max_bytes": cfg.fetch_max_bytes})
-    pool = (ray.data.ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1) if isolate
-            else ray.data.ActorPoolStrategy(size=plan.actors))
+    pool = ray.data.ActorPoolStrategy(size=plan.actors)
     ds = ds.map_batches(InferenceActor, fn_constructor_kwargs={"spec": cfg.runner, "max_frames": cfg.max_frames},
-                        batch_size=1 if isolate else plan.videos_per_batch, batch_format="numpy", compute=pool,
+                        batch_size=plan.videos_per_batch, batch_format="numpy", compute=pool,
                         num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None,
                         max_restarts=-1, max_task_retries=max(0, int(cfg.actor_retries)))
     ds = ds.map(write_video, num_cpus=plan.write_cpus,
@@ -201,9 +209,9 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
             finished: set[str] = set()
             t2 = time.perf_counter()
 
-            def consume(ds) -> None:
+            def consume(rows) -> None:
                 nonlocal video_s
-                for row in ds.iter_rows():
+                for row in rows:
                     row = dict(row)
                     if row["video_id"] in finished:   # a retried batch answered twice: count each video once
                         continue
@@ -224,21 +232,18 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
                         on_row(row)
 
             ds = build_dataset(todo, cfg, plan)
-            consume(ds)
+            consume(ds.iter_rows())
             lost = [s for s in todo if s.video_id not in finished]
             if lost:
                 counts["rerun_alone"] = len(lost)
                 if progress:
                     print(f"avs-batch: {len(lost)} video(s) lost with a worker that died; running them again one "
                           f"at a time", file=sys.stderr, flush=True)
-                consume(build_dataset(lost, cfg, plan, isolate=True))
-            tries = 2 * (max(0, int(cfg.actor_retries)) + 1)
-            for s in todo:
+                consume(rerun_alone(lost, cfg, plan, float(cfg.rerun_timeout_s)))
+            for s in todo:   # none left unless the second pass stopped early: each input still ends once
                 if s.video_id in finished:
                     continue
-                row = {"video_id": s.video_id, "source": s.source, "ok": False, "stage": "worker",
-                       "error": f"the worker process running this video died on each of {tries} tries (killed, out "
-                                f"of memory, or a crash in a native library); not retried further", "duration_s": 0.0}
+                row = lost_row(s, died_alone(max(0, int(cfg.actor_retries)) + 1))
                 counts["failed"] += 1
                 finished.add(s.video_id)
                 out.append_failure({k: row[k] for k in ("video_id", "source", "stage", "error")})

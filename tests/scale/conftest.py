@@ -27,8 +27,10 @@ def ray_cluster():
     """The tests' Ray (started once, shut down after this folder's tests); yields its address for a second driver."""
     ray = pytest.importorskip("ray", reason=RAY_MISSING)
     if not ray.is_initialized():
+        # Workers at the tests' own priority, as avs-batch starts them: at Ray's default niceness (15) a loaded
+        # machine starves them (an actor restart took minutes at load 13 on 2 cores).
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=400 << 20,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False, _system_config={"worker_niceness": 0})
     yield ray.get_runtime_context().gcs_address
     try:
         from ray import serve

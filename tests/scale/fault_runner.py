@@ -7,6 +7,7 @@ Pickled by value into Ray's workers (``register``), so the workers need not impo
   minute) for the test to kill the process; once ``killed`` exists, such batches run normally.
 - ``poison_frames``: a clip batch of that many frames kills its own process (SIGKILL, as a segfault in a
   native library would), every time.
+- ``hang_frames``: a clip batch of that many frames writes ``hung-<pid>`` and never returns (an hour), every time.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class _Faulty:
         if n == self.spec.poison_frames:
             (marker / f"poisoned-{os.getpid()}").touch()
             os.kill(os.getpid(), signal.SIGKILL)
+        if n == self.spec.hang_frames:
+            (marker / f"hung-{os.getpid()}").touch()
+            time.sleep(3600)
         if n == self.spec.stall_frames and not (marker / "killed").exists():
             (marker / "busy.tmp").write_text(str(os.getpid()))
             os.replace(marker / "busy.tmp", marker / "busy")
@@ -58,6 +62,7 @@ class FaultySpec(ModelSpec):
     marker_dir: str = ""
     stall_frames: int = -1
     poison_frames: int = -1
+    hang_frames: int = -1
 
     def create(self):
         return _Faulty(super().create(), self)
