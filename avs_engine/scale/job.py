@@ -22,6 +22,7 @@ import re
 import sys
 import time
 import dataclasses
+import gc
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -233,6 +234,13 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
 
             ds = build_dataset(todo, cfg, plan)
             consume(ds.iter_rows())
+            stats = ds.stats()
+            # Ray Data lets go of its actors by dropping their handles, and a handle caught in a reference cycle (an
+            # actor death's exception with its traceback) lives until Python's cyclic collector runs, which in a
+            # long process can be never: the dead pass's actor keeps its CPUs or GPU, and the second pass (or the
+            # next job in this process) waits for them forever. Collect now.
+            del ds
+            gc.collect()
             lost = [s for s in todo if s.video_id not in finished]
             if lost:
                 counts["rerun_alone"] = len(lost)
@@ -251,7 +259,6 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
                 if on_row is not None:
                     on_row(row)
             phases["pipeline_s"] = time.perf_counter() - t2
-            stats = ds.stats()
             (out.root / STATS_NAME).write_text(stats + "\n", encoding="utf-8")
             operators = re.findall(r"^Operator \d+ (.+?): ", stats, flags=re.M)
         wall = time.perf_counter() - t0

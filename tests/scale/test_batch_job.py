@@ -80,7 +80,8 @@ def test_killed_job_left_only_complete_videos_and_the_resume_finished_the_rest(j
     n_inputs = len(GOOD) + len(BROKEN) + 1
     r = job["resumed"]["videos"]
     assert r["inputs"] == n_inputs
-    assert r["skipped_done"] == len(job["done_at_kill"]) >= 1
+    # A writer task in flight when the driver died may still commit its video (a complete one) before Ray reaps it.
+    assert r["skipped_done"] >= len(job["done_at_kill"]) >= 1
     assert r["done"] + r["skipped_done"] == len(GOOD) + 1  # the good files and the URL
     assert r["failed"] + r["skipped_failed"] == len(BROKEN)
     assert r["staging_removed"] >= 0 and not [p for p in job["out"].iterdir() if ".partial-" in p.name]
