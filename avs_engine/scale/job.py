@@ -235,10 +235,10 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
             ds = build_dataset(todo, cfg, plan)
             consume(ds.iter_rows())
             stats = ds.stats()
-            # Ray Data lets go of its actors by dropping their handles, and a handle caught in a reference cycle (an
-            # actor death's exception with its traceback) lives until Python's cyclic collector runs, which in a
-            # long process can be never: the dead pass's actor keeps its CPUs or GPU, and the second pass (or the
-            # next job in this process) waits for them forever. Collect now.
+            # Ray Data lets go of its actors by dropping their handles, and after an actor died a handle is left in
+            # cyclic garbage (dropping the dataset does not free it; gc.collect does): it lives until Python's
+            # cyclic collector runs, which in a long process can be never, and the first pass's actor keeps its
+            # CPUs or GPU while the second pass (or the next job in this process) waits for them. Collect now.
             del ds
             gc.collect()
             lost = [s for s in todo if s.video_id not in finished]
