@@ -22,7 +22,6 @@ import re
 import sys
 import time
 import dataclasses
-import gc
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -33,8 +32,9 @@ from ..runtime.outputs import SUMMARY_NAME, OutputDir
 STATS_NAME = "ray_stats.txt"  # Ray Data's own per-operator statistics of the last run
 from .resources import ResourcePlan, plan_resources
 from ..runtime.inputs import Input
+from .pass_actors import RosteredInferenceActor, end_pass, new_roster
 from .rerun import died_alone, lost_row, rerun_alone
-from .stages import STAGE_ORDER, InferenceActor, decode_video, write_video
+from .stages import STAGE_ORDER, decode_video, write_video
 
 
 @dataclass
@@ -142,11 +142,12 @@ class Progress:
                 f"{self.video_s:.0f} s of video in {wall:.1f} s = {rate:.2f} s/s, ETA {eta:.0f} s")
 
 
-def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
+def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan, roster=None):
     """The Ray Data pipeline over ``todo`` (lazy: nothing runs until it is iterated).
 
     An inference actor that dies is restarted by Ray and its batch run again, ``cfg.actor_retries`` times at
-    most; a batch lost beyond that is dropped, and :func:`run_batch` runs its videos again alone."""
+    most; a batch lost beyond that is dropped, and :func:`run_batch` runs its videos again alone. ``roster``: a
+    ``pass_actors`` roster the actors sign in on (the driver ends them with it)."""
     import ray
 
     items = [{"video_id": s.video_id, "source": s.source} for s in todo]
@@ -156,7 +157,8 @@ def build_dataset(todo: Sequence[Input], cfg: BatchConfig, plan: ResourcePlan):
                 fn_kwargs={"img_size": cfg.img_size, "clip_seconds": cfg.clip_seconds, "resize": cfg.resize,
                            "allow_silent": cfg.allow_silent, "max_bytes": cfg.fetch_max_bytes})
     pool = ray.data.ActorPoolStrategy(size=plan.actors)
-    ds = ds.map_batches(InferenceActor, fn_constructor_kwargs={"spec": cfg.runner, "max_frames": cfg.max_frames},
+    ds = ds.map_batches(RosteredInferenceActor,
+                        fn_constructor_kwargs={"spec": cfg.runner, "max_frames": cfg.max_frames, "roster": roster},
                         batch_size=plan.videos_per_batch, batch_format="numpy", compute=pool,
                         num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None,
                         max_restarts=-1, max_task_retries=max(0, int(cfg.actor_retries)))
@@ -232,15 +234,16 @@ def run_batch(sources: Sequence[Input], cfg: BatchConfig, *, progress: bool = Tr
                     if on_row is not None:
                         on_row(row)
 
-            ds = build_dataset(todo, cfg, plan)
-            consume(ds.iter_rows())
+            roster = new_roster()
+            ds = build_dataset(todo, cfg, plan, roster)
+            try:
+                consume(ds.iter_rows())
+            finally:
+                # Ray Data lets go of its actors by dropping their handles; one that died and was restarting when
+                # the pass ended can outlive that, holding its CPUs or GPU from the second pass (or the next job):
+                # end them all here.
+                end_pass(roster)
             stats = ds.stats()
-            # Ray Data lets go of its actors by dropping their handles, and after an actor died a handle is left in
-            # cyclic garbage (dropping the dataset does not free it; gc.collect does): it lives until Python's
-            # cyclic collector runs, which in a long process can be never, and the first pass's actor keeps its
-            # CPUs or GPU while the second pass (or the next job in this process) waits for them. Collect now.
-            del ds
-            gc.collect()
             lost = [s for s in todo if s.video_id not in finished]
             if lost:
                 counts["rerun_alone"] = len(lost)

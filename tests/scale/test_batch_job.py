@@ -85,7 +85,7 @@ def test_killed_job_left_only_complete_videos_and_the_resume_finished_the_rest(j
     assert r["done"] + r["skipped_done"] == len(GOOD) + 1  # the good files and the URL
     assert r["failed"] + r["skipped_failed"] == len(BROKEN)
     assert r["staging_removed"] >= 0 and not [p for p in job["out"].iterdir() if ".partial-" in p.name]
-    assert job["resumed"]["operators"] == ["FromItems", "Map(decode_video)", "MapBatches(InferenceActor)",
+    assert job["resumed"]["operators"] == ["FromItems", "Map(decode_video)", "MapBatches(RosteredInferenceActor)",
                                            "Map(write_video)"]  # decoding is not fused into the actors
     assert job["resumed"]["video_s_per_s"] > 0 and "image_encoder" in job["resumed"]["stages_s"]
 

@@ -56,8 +56,12 @@ def test_batch_actor_killed_mid_job_and_a_poison_video(ray_cluster, scale_videos
     hand = threading.Thread(target=kill_when_busy, args=(marker, stop, killed), daemon=True)
     hand.start()
     rows = []
-    # Python's cyclic collector off, as in a long process where it has not run for a while: the first pass's dead
-    # actor must not keep its CPU from the second pass (it did, and the job waited forever, in a full test run).
+    import ray
+
+    free_before = ray.available_resources().get("CPU", 0.0)
+    # Python's cyclic collector off, as in a long process where it has not run for a while: the first pass's actor
+    # (restarting after the poison video killed it) must not keep its CPU from the second pass (it did, and the job
+    # waited forever, in full test runs).
     gc.disable()
     try:
         summary = run_batch(sources, cfg, progress=False, on_row=rows.append)
@@ -67,6 +71,11 @@ def test_batch_actor_killed_mid_job_and_a_poison_video(ray_cluster, scale_videos
         hand.join(5)
     v = summary["videos"]
     ids = {s.video_id: n for s, n in zip(sources, ("gen00", "gen01", "gen02"))}
+    for _ in range(100):   # every actor of the job ended: its CPUs come back (Ray frees them asynchronously)
+        if ray.available_resources().get("CPU", 0.0) >= free_before:
+            break
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0.0) >= free_before, (ray.available_resources(), free_before)
     assert len(killed) == 1, "the test never found the stalled actor"
     assert v["inputs"] == v["done"] + v["failed"] == 3 and (v["done"], v["failed"]) == (2, 1), v
     assert sorted(r["video_id"] for r in rows) == sorted(ids), rows   # each input once
