@@ -17,6 +17,7 @@ that was lost again).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Sequence
 
 from ..errors import reason
@@ -63,7 +64,8 @@ def rerun_alone(lost: Sequence[Input], cfg, plan, try_timeout_s: float) -> Itera
         try:
             return ray.get(ref, timeout=try_timeout_s)
         except GetTimeoutError:
-            ray.cancel(ref, force=True)
+            with contextlib.suppress(Exception):   # (it may have finished meanwhile)
+                ray.cancel(ref, force=True)
             raise
 
     def drop_actor() -> None:
