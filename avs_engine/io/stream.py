@@ -204,7 +204,7 @@ class StreamReader:
                 if samples is None:
                     if separate and time.monotonic() - frames[nxt][1] > self.timeout_s:
                         audio_over = (f"{self.audio_input.source}: the audio source stalled "
-                                      f"(no audio for {self.timeout_s:g} s)")
+                                      f"(no data for {self.timeout_s:g} s)")
                     return
                 yield StreamSecond(nxt // K, frames.pop(nxt)[0], samples, time.monotonic(), nxt % K, K)
                 nxt += 1
@@ -244,7 +244,7 @@ class StreamReader:
             audio.end()
         while audio_over is None and nxt in frames:   # the video ended: its last seconds wait for their audio
             if separate and not audio.wait_for(nxt * step + EXAMPLE_SAMPLES, self.timeout_s):
-                audio_over = f"{self.audio_input.source}: the audio source stalled (no audio for {self.timeout_s:g} s)"
+                audio_over = f"{self.audio_input.source}: the audio source stalled (no data for {self.timeout_s:g} s)"
                 break
             before = nxt
             yield from ready()
