@@ -1,6 +1,7 @@
-"""avs-serve live jobs over real HTTP: two streams at once (MPEG-TS over TCP at real-time pace), their masks as
-server-sent events; one source dies (its job ends with a one-line reason, the other goes on); DELETE stops a job;
-a job whose actor dies is reported as failed; only allow-listed sources start."""
+"""avs-serve live jobs over real HTTP, with two ingress replicas: two streams at once (MPEG-TS over TCP at
+real-time pace), their masks as server-sent events; one source dies (its job ends with a one-line reason, the
+other goes on); DELETE stops a job; a job whose actor dies is reported as failed; only allow-listed sources
+start; a job started through one replica is seen, followed and stopped through the other."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .conftest import free_port
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 APP = "avs-live-test"
+INGRESS_REPLICAS = 2   # every request below may land on either: the jobs must be shared
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def server(ray_cluster, demo_spec):
 
     serve.shutdown()   # one HTTP proxy per cluster: start it on this module's port
     cfg = ServeConfig(runner=demo_spec, img_size=128, allow_sources=("tcp://127.0.0.1",), timeout_s=60,
-                      model_cpus=0.25, ingress_cpus=0.25, stream_cpus=0.25)
+                      model_cpus=0.25, ingress_cpus=0.25, stream_cpus=0.25, ingress_replicas=INGRESS_REPLICAS,
+                      max_streams=3)
     yield start(cfg, host="127.0.0.1", port=free_port(), name=APP)
     serve.shutdown()
 
@@ -152,3 +155,61 @@ def test_stream_allowed_compares_parts():
     assert not stream_allowed("rtsp://cams.local:8554/site1", allow)
     assert not stream_allowed("tcp://127.0.0.1.evil.com:9000", allow)
     assert not stream_allowed("udp://127.0.0.1:9000", allow)
+
+
+def _replica_states() -> list[str]:
+    from ray import serve
+
+    ingress = serve.status().applications[APP].deployments["Ingress"]
+    return [state for state, n in ingress.replica_states.items() for _ in range(n)]
+
+
+def test_jobs_are_shared_by_the_ingress_replicas(server, ts_clip):
+    """POST, then GET/list/events/DELETE many times: whichever replica answers knows the job (with the jobs
+    held by the replica that started them, about half of these requests answered 404)."""
+    assert _replica_states() == ["RUNNING"] * INGRESS_REPLICAS
+    slow = TsServer(ts_clip, CLIP_S * 4)
+    status, doc = call(server, "/v1/streams", {"source": slow.url})
+    assert status == 201, doc
+    sid = doc["id"]
+    for _ in range(12):
+        status, st = call(server, f"/v1/streams/{sid}")
+        assert status == 200 and st["id"] == sid and st["state"] in ("starting", "running"), st
+        status, listed = call(server, "/v1/streams")
+        assert status == 200 and sid in {s["id"] for s in listed["streams"]}
+    for _ in range(4):   # the event stream, opened through either replica, reads until its first mask
+        with urllib.request.urlopen(server + f"/v1/streams/{sid}/events", timeout=120) as r:
+            assert r.status == 200
+            assert _first_event(r) == "mask"
+    status, st = call(server, f"/v1/streams/{sid}", method="DELETE")
+    assert status == 200 and st["state"] == "stopped" and st["reason"] == "stopped on request"
+    for _ in range(6):   # the final status, from the shared book, on every replica
+        status, again = call(server, f"/v1/streams/{sid}")
+        assert status == 200 and again["state"] == "stopped" and again["masks"] == st["masks"]
+        status, doc = call(server, f"/v1/streams/{sid}", method="DELETE")
+        assert status == 200 and doc["state"] == "stopped"
+
+
+def test_the_stream_limit_holds_for_all_replicas_together(server, ts_clip):
+    """max_streams 3 for the app: the 4th running job is refused, whichever replica is asked."""
+    ids = []
+    for _ in range(3):
+        status, doc = call(server, "/v1/streams", {"source": TsServer(ts_clip, CLIP_S * 4).url})
+        assert status == 201, doc
+        ids.append(doc["id"])
+    for _ in range(4):
+        status, doc = call(server, "/v1/streams", {"source": TsServer(ts_clip, CLIP_S * 4).url})
+        assert status == 429 and "at most 3 live streams" in doc["error"]
+    for sid in ids:
+        assert call(server, f"/v1/streams/{sid}", method="DELETE")[0] == 200
+    status, doc = call(server, "/v1/streams", {"source": TsServer(ts_clip, CLIP_S).url, "duration_s": 1})
+    assert status == 201, doc
+    assert call(server, f"/v1/streams/{doc['id']}", method="DELETE")[0] == 200
+
+
+def _first_event(r) -> str | None:
+    for raw in r:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            return line[7:]
+    return None
