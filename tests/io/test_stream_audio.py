@@ -122,3 +122,22 @@ def test_sample_buffer_takes_and_forgets():
     b.end()
     np.testing.assert_array_equal(b.take(16, 8, 20), np.arange(16, 20))   # ended: what there was
     assert b.wait_for(1000, 0.01)
+
+
+def test_audio_input_that_blocks_without_a_timeout_stops_the_stream(monkeypatch):
+    """A device read that never returns (FFmpeg's read timeout does not reach every device): the video seconds
+    waiting for their audio stop the stream after timeout_s."""
+    from avs_engine.io.stream_audio import AudioInput
+
+    def blocked(self, buffer, origin_s):
+        self._stop.wait(30)
+        buffer.end()
+
+    monkeypatch.setattr(AudioInput, "_read", blocked)
+    t0 = time.monotonic()
+    r = StreamReader(VIDEO.format(d=10), input_format="lavfi", realtime=True, audio_source=AUDIO.format(d=10),
+                     audio_format="lavfi", timeout_s=1.0)
+    got = list(r.seconds())
+    r.close()
+    assert got == [] and r.stopped_reason == f"{AUDIO.format(d=10)}: the audio source stalled (no data for 1 s)"
+    assert time.monotonic() - t0 < 5
