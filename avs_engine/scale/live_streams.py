@@ -42,7 +42,8 @@ def stream_allowed(source: str, allow: tuple[str, ...]) -> bool:
 @ray.remote
 class StreamJob:
     """One live stream on its own actor: ``spec`` (a ModelSpec) builds the runner; ``options``: ``clip_seconds``,
-    ``resize``, ``allow_silent``, ``duration_s``, ``mask_fps``, ``realtime``, ``input_format``."""
+    ``resize``, ``allow_silent``, ``duration_s``, ``mask_fps``, ``realtime``, ``input_format``, ``audio_source``
+    and ``audio_sync`` (the audio from a second stream, as ``avs-run --audio-source``)."""
 
     def __init__(self, stream_id: str, spec, source: str, options: dict) -> None:
         self.id, self.source, self.options = stream_id, source, dict(options)
@@ -63,7 +64,8 @@ class StreamJob:
         try:
             runner = spec.create().activate()
             reader = open_stream(self.source, input_format=o.get("input_format"), realtime=bool(o.get("realtime")),
-                                 allow_silent=bool(o.get("allow_silent")), mask_fps=int(o.get("mask_fps", 1)))
+                                 allow_silent=bool(o.get("allow_silent")), mask_fps=int(o.get("mask_fps", 1)),
+                                 audio_source=o.get("audio_source"), audio_sync=o.get("audio_sync") or "start")
             self.state = "running"
             out = run_live(runner, reader, clip_seconds=int(o.get("clip_seconds", 5)), resize=o.get("resize", "avsbench"),
                            duration_s=o.get("duration_s"), mask_fps=int(o.get("mask_fps", 1)), on_mask=self._on_mask,
@@ -129,7 +131,12 @@ class StreamRegistry:
             return 400, {"error": "give the stream as JSON: {\"source\": \"rtsp://...\"}"}
         if not stream_allowed(source, self.allow):
             return 403, {"error": f"{source}: not under any --allow-source URL prefix of this server"}
-        options = dict(self.defaults)
+        audio = body.get("audio_source")
+        if audio is not None and (not isinstance(audio, str) or not stream_allowed(audio, self.allow)):
+            return 403, {"error": f"{audio}: not under any --allow-source URL prefix of this server"}
+        if body.get("audio_sync", "start") not in ("start", "timestamps"):
+            return 400, {"error": f"audio_sync: expected start or timestamps, got {body['audio_sync']!r}"}
+        options = dict(self.defaults, audio_source=audio, audio_sync=body.get("audio_sync", "start"))
         for key, kind in (("duration_s", float), ("mask_fps", int), ("clip_seconds", int), ("realtime", bool)):
             if body.get(key) is not None:
                 try:

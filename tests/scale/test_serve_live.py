@@ -213,3 +213,22 @@ def _first_event(r) -> str | None:
         if line.startswith("event: "):
             return line[7:]
     return None
+
+
+def test_a_live_job_with_its_audio_on_a_second_stream(server, ts_clip, tmp_path):
+    """POST with audio_source: video and audio from two allow-listed streams; a mask for each second."""
+    from tests.cli.test_run_live_audio import _one_kind
+
+    video = TsServer(_one_kind(ts_clip, tmp_path / "video.ts", "video"), CLIP_S)
+    audio = TsServer(_one_kind(ts_clip, tmp_path / "audio.ts", "audio"), CLIP_S)
+    status, doc = call(server, "/v1/streams", {"source": video.url, "audio_source": "tcp://10.0.0.1:9000"})
+    assert status == 403 and "tcp://10.0.0.1:9000" in doc["error"]
+    status, doc = call(server, "/v1/streams", {"source": video.url, "audio_source": audio.url, "audio_sync": "wall"})
+    assert status == 400 and "audio_sync" in doc["error"]
+    status, doc = call(server, "/v1/streams", {"source": video.url, "audio_source": audio.url, "audio_sync": "timestamps"})
+    assert status == 201, doc
+    events, done = [], threading.Event()
+    read_events(server + doc["events"], events, done)
+    end = events[-1][1]
+    assert events[-1][0] == "end" and end["state"] == "ended" and end["reason"] == "end of stream", end
+    assert end["masks"] + end["dropped"] == 6 and end["masks"] >= 3
