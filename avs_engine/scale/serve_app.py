@@ -35,6 +35,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+import ray
 from ray import serve
 
 from .. import __version__
@@ -425,8 +426,15 @@ def start(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, name: 
     return f"http://{host}:{port}"
 
 
-def stop() -> None:
+def stop(name: str = "avs") -> None:
+    """Shut Serve down, and end the app ``name``'s book of live jobs (a detached actor: it would outlive Serve)."""
     serve.shutdown()
+    from .stream_directory import directory_name
+
+    try:
+        ray.kill(ray.get_actor(directory_name(name)))
+    except ValueError:   # no live job was ever asked about
+        pass
 
 
 __all__ = ["HttpError", "Ingress", "Segmenter", "ServeConfig", "build_app", "respond", "source_allowed", "start", "stop"]

@@ -5,7 +5,8 @@ A live job runs on its own actor (:class:`~avs_engine.scale.live_streams.StreamJ
 sources, a finished job's last status, how many run) lives here, in one detached actor per app
 (:func:`directory_for`), so that ``POST /v1/streams`` on one replica and ``GET``/``DELETE`` on another see the
 same jobs, and the limit on streams at once holds for the whole app. Detached: it outlives the replica that
-created it (a replica restart does not lose the book); it ends with the Ray cluster.
+created it (a replica restart does not lose the book); ``serve_app.stop`` ends it, and so does the end of
+the Ray cluster.
 """
 
 from __future__ import annotations

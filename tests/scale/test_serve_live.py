@@ -43,7 +43,15 @@ def server(ray_cluster, demo_spec):
                       model_cpus=0.25, ingress_cpus=0.25, stream_cpus=0.25, ingress_replicas=INGRESS_REPLICAS,
                       max_streams=3)
     yield start(cfg, host="127.0.0.1", port=free_port(), name=APP)
-    serve.shutdown()
+    import ray
+
+    from avs_engine.scale.serve_app import stop
+    from avs_engine.scale.stream_directory import directory_name
+
+    ray.get_actor(directory_name(APP))   # the app's book of live jobs, shared by its replicas
+    stop(APP)
+    with pytest.raises(ValueError):   # ended with the app
+        ray.get_actor(directory_name(APP))
 
 
 def call(base, path, body=None, method=None):
