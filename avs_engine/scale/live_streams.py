@@ -25,6 +25,7 @@ from .stream_directory import directory_for
 from .url_check import UrlRefused, allowed_url
 
 EVENTS_KEPT = 256
+_NAMING_S = 10.0   # a job booked this recently may not have its named actor yet (another replica is creating it)
 STATES_DONE = ("ended", "failed", "stopped")
 
 
@@ -166,7 +167,13 @@ class StreamRegistry:
         """A running job's status from its actor (a dead actor: reported as failed, once, in the book)."""
         stream_id = job["id"]
         try:
-            st = await asyncio.wait_for(self._actor(stream_id).status.remote(), timeout=10)
+            actor = self._actor(stream_id)
+        except ValueError as e:
+            if time.time() - job["started"] < _NAMING_S:   # booked, its actor being created by another replica
+                return {**_blank(job), "state": "starting"}
+            return await self._died(stream_id, e, job)
+        try:
+            st = await asyncio.wait_for(actor.status.remote(), timeout=10)
         except asyncio.TimeoutError:   # busy or not yet scheduled: said so, the job is kept
             return {**_blank(job), "state": "unresponsive", "reason": "no answer within 10 s"}
         except Exception as e:   # the actor died (or is gone): reported, not lost
