@@ -240,3 +240,27 @@ def test_a_live_job_with_its_audio_on_a_second_stream(server, ts_clip, tmp_path)
     end = events[-1][1]
     assert events[-1][0] == "end" and end["state"] == "ended" and end["reason"] == "end of stream", end
     assert end["masks"] + end["dropped"] == 6 and end["masks"] >= 3
+
+
+def test_a_booked_job_without_its_actor_yet_is_starting_then_failed(ray_cluster, demo_spec):
+    """Between one replica booking a job and creating its named actor, another replica reads it as starting;
+    a booked job whose actor never appeared (or is gone) is reported as failed, once, in the shared book."""
+    import asyncio
+
+    import ray
+
+    from avs_engine.scale.live_streams import StreamRegistry
+    from avs_engine.scale.stream_directory import directory_name
+
+    reg = StreamRegistry(demo_spec, ("tcp://127.0.0.1",), {}, app="unit-book")
+    other = StreamRegistry(demo_spec, ("tcp://127.0.0.1",), {}, app="unit-book")   # a second replica: same book
+    try:
+        assert ray.get(reg.book.reserve.remote("young", "tcp://127.0.0.1:1", time.time(), 4))
+        assert ray.get(reg.book.reserve.remote("old", "tcp://127.0.0.1:2", time.time() - 60, 4))
+        assert asyncio.run(other.status("young"))["state"] == "starting"
+        st = asyncio.run(other.status("old"))
+        assert st["state"] == "failed" and "actor died" in st["reason"]
+        assert asyncio.run(reg.status("old")) == st   # booked once, seen by both
+        assert asyncio.run(reg.status("nope")) is None
+    finally:
+        ray.kill(ray.get_actor(directory_name("unit-book")))
