@@ -147,11 +147,15 @@ HOST_INPUTS = ("log_mel", "image")  # what run_clip copies in
 HOST_OUTPUTS = ("logits",)  # what run_clip copies out
 
 
-# Memory planning (benchmarks/ort_encoder_memory.md, global_attention_cpu.md): ONNX Runtime's memory
-# pattern allocates one block for every intermediate of a planned run, sized for the largest overlap it
-# planned, and on the encoder's unrolled attention blocks that doubled the peak (one vit_h global block:
-# 1.05 GB with it, 0.54 GB without) for no measurable speed; the CPU arena stays (freed buffers reused).
-CPU_SESSION_MEMORY_OPTIONS = {"enable_mem_pattern": False, "enable_cpu_mem_arena": True}
+# Memory planning (benchmarks/ort_encoder_memory.md, global_attention_cpu.md), both choices exact:
+# - no memory pattern: ONNX Runtime's pattern allocates one block for every intermediate of a planned
+#   run, sized for the largest overlap it planned; on the encoder's unrolled attention blocks that
+#   doubled the peak (one vit_h global block: 1.05 GB with it, 0.54 GB without);
+# - no planned buffer reuse: the planner hands a dead tensor's buffer to a later tensor of the same
+#   size, which ties the two lifetimes together; chained through the encoder's identical blocks, most
+#   of a frame's intermediates stayed allocated until the run ended (one vit_b frame: 1.13 GB above the
+#   loaded session with reuse, 0.45 GB without). The CPU arena stays: it reuses freed buffers itself.
+CPU_SESSION_MEMORY_OPTIONS = {"enable_mem_pattern": False, "enable_mem_reuse": False, "enable_cpu_mem_arena": True}
 
 CPU_ENCODER_BUDGET_BYTES = 2 << 30
 
