@@ -104,6 +104,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.engine_dir, args.one, args.seconds, args.warmup, args.threads, args.clip_seconds)))
         return
+    from avs_engine.artifacts.profiles import CPU_SESSION_MEMORY_OPTIONS
     from avs_engine.bench.machine import cpu_model, now_utc, versions
 
     manifest = json.loads((Path(args.engine_dir) / "manifest.json").read_text())
@@ -125,6 +126,7 @@ def main() -> None:
                     "load_avg_before": [round(x, 2) for x in load_before],
                     "load_avg_after": [round(x, 2) for x in os.getloadavg()]},
         "versions": {k: v[k] for k in ("python", "numpy", "onnxruntime", "avs-engine")},
+        "session_options": dict(CPU_SESSION_MEMORY_OPTIONS),
         "model": f"{manifest['config']['name']}, {manifest['checkpoint']['summary']} (cost does not depend on the weights)",
         "rows": rows,
     }
@@ -147,7 +149,8 @@ def render(result: dict, out: Path) -> None:
         f"frame) on ONNX Runtime CPU with {r0['threads']} threads, T = {r0['clip_seconds']}: {r0['warmup_seconds']} "
         f"seconds of warm-up fill the ring, then {r0['measured_seconds']} seconds are measured (each fuses a full "
         f"window). Seconds of random media (a 1024x1024 frame, 0.975 s of noise); one run per precision, each in "
-        f"its own process.",
+        f"its own process. ONNX Runtime session memory options: "
+        f"{', '.join(f'{k}={v}' for k, v in result.get('session_options', {}).items()) or 'not recorded'}.",
         "",
         "| precision | compute s per stream-second (median) | min-max | CPU s per stream-second | audio | encoder | fusion | decoder | peak RSS GiB | load after |",
         "|---|---|---|---|---|---|---|---|---|---|",
