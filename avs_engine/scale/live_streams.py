@@ -150,6 +150,7 @@ class StreamRegistry:
         try:
             self._actors[stream_id] = StreamJob.options(num_cpus=self.cpus, name=job_actor_name(stream_id)).remote(
                 stream_id, self.spec, source, options)
+            await self.book.created.remote(stream_id)
         except Exception as e:   # entered in the book: reported as failed, not lost
             await self._died(stream_id, e)
         return 201, {"id": stream_id, "source": source, "events": f"/v1/streams/{stream_id}/events"}
@@ -169,7 +170,7 @@ class StreamRegistry:
         try:
             actor = self._actor(stream_id)
         except ValueError as e:
-            if time.time() - job["started"] < _NAMING_S:   # booked, its actor being created by another replica
+            if not job.get("created") and time.time() - job["started"] < _NAMING_S:   # another replica is creating it
                 return {**_blank(job), "state": "starting"}
             return await self._died(stream_id, e, job)
         try:

@@ -18,7 +18,8 @@ FINISHED_KEPT = 100   # finished jobs the book still lists
 
 @ray.remote(num_cpus=0)
 class StreamDirectory:
-    """Entries ``{"id", "source", "started", "final"}`` (``final``: the last status once the job is done)."""
+    """Entries ``{"id", "source", "started", "created", "final"}`` (``created``: its actor was made; ``final``:
+    the last status once the job is done)."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict] = {}
@@ -27,11 +28,16 @@ class StreamDirectory:
         """Enter a new job unless ``max_running`` jobs already run (then False, nothing entered)."""
         if sum(1 for j in self.jobs.values() if j["final"] is None) >= max_running:
             return False
-        self.jobs[stream_id] = {"id": stream_id, "source": source, "started": started, "final": None}
+        self.jobs[stream_id] = {"id": stream_id, "source": source, "started": started, "created": False, "final": None}
         done = [k for k, j in self.jobs.items() if j["final"] is not None]
         for k in done[:-FINISHED_KEPT]:
             del self.jobs[k]
         return True
+
+    def created(self, stream_id: str) -> None:
+        """The job's named actor exists (from now on, failing to find it means it died)."""
+        if stream_id in self.jobs:
+            self.jobs[stream_id]["created"] = True
 
     def entry(self, stream_id: str) -> dict | None:
         return self.jobs.get(stream_id)

@@ -244,7 +244,8 @@ def test_a_live_job_with_its_audio_on_a_second_stream(server, ts_clip, tmp_path)
 
 def test_a_booked_job_without_its_actor_yet_is_starting_then_failed(ray_cluster, demo_spec):
     """Between one replica booking a job and creating its named actor, another replica reads it as starting;
-    a booked job whose actor never appeared (or is gone) is reported as failed, once, in the shared book."""
+    a booked job whose actor never appeared, or was made and is gone, is reported as failed, once, in the
+    shared book."""
     import asyncio
 
     import ray
@@ -262,5 +263,8 @@ def test_a_booked_job_without_its_actor_yet_is_starting_then_failed(ray_cluster,
         assert st["state"] == "failed" and "actor died" in st["reason"]
         assert asyncio.run(reg.status("old")) == st   # booked once, seen by both
         assert asyncio.run(reg.status("nope")) is None
+        assert ray.get(reg.book.reserve.remote("gone", "tcp://127.0.0.1:3", time.time(), 4))
+        ray.get(reg.book.created.remote("gone"))   # its actor was made (and is not there now: it died)
+        assert asyncio.run(other.status("gone"))["state"] == "failed"
     finally:
         ray.kill(ray.get_actor(directory_name("unit-book")))
