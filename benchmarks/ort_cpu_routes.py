@@ -3,7 +3,7 @@
 Each run is one ``avs-run`` process on one generated T-second video (one clip),
 routes alternating run by run (the order rotates), so load from other jobs
 falls on every route alike. Peak RSS is the child's own high-water mark
-(``wait4`` rusage: the whole process, model load included). Time is the
+(its ``VmHWM`` at exit: the whole process, model load included). Time is the
 run's own ``result.json`` figure (first decode to last write, model load
 excluded) divided by the video's seconds. Masks: per-frame IoU of every route
 against the first ONNX Runtime FP32 route's logits (``--save-logits``; logit > 0).
@@ -33,7 +33,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RUN = "import sys; from avs_engine.cli.run import main; sys.argv[0] = 'avs-run'; main()"
+# The child writes its own RSS high-water mark (VmHWM) at exit: getrusage's ru_maxrss of a child starts
+# from its parent's high-water mark (Linux carries it across exec), which a parent that built a model has.
+RUN = ("import atexit, os, sys\n"
+       "def _peak():\n"
+       "    with open(os.environ['AVS_PEAK_FILE'], 'w') as f:\n"
+       "        f.write(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+       "atexit.register(_peak)\n"
+       "from avs_engine.cli.run import main\n"
+       "sys.argv[0] = 'avs-run'\n"
+       "main()\n")
 
 
 def bundle_for(preset: str, work: Path) -> Path:
@@ -53,15 +62,16 @@ def run_route(route: str, video: Path, graphs: Path, bundle: Path, T: int, threa
     cmd = [sys.executable, "-c", RUN, str(video), *model, "--backend", backend, "--precision", precision,
            "-T", str(T), "--threads", str(threads), "--project", str(project), "--json", "--quiet", "--save-logits",
            "--no-overlay"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    peak_file = project / "peak_kib"
+    env = dict(os.environ, PYTHONPATH=str(REPO), AVS_PEAK_FILE=str(peak_file))
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
         proc = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its CPU seconds
         proc.returncode = os.waitstatus_to_exitcode(status)
         fout.seek(0)
         ferr.seek(0)
         out, err = fout.read(), ferr.read()
-    peak_mb = usage.ru_maxrss * 1024 / 1e6  # Linux: kilobytes
+    peak_mb = int(peak_file.read_text()) * 1024 / 1e6 if peak_file.exists() else float("nan")  # VmHWM: kilobytes
     cpu_s = usage.ru_utime + usage.ru_stime  # the whole process, model load included: steadier than wall time under load
     if proc.returncode != 0:
         shutil.rmtree(project, ignore_errors=True)
@@ -145,7 +155,7 @@ def main() -> None:
              f"onnxruntime {onnxruntime.__version__}. One `avs-run` process per run on one generated {a.T} s video "
              f"(640x360, one clip), routes alternating; {a.repeats} run(s) per route. Time: the run's own figure "
              "(first decode to last write, model load excluded) per second of video. Peak RSS: the whole process "
-             "(wait4 rusage), model load included. CPU: the process's user + system seconds (wait4 rusage, model load "
+             "(its VmHWM at exit), model load included. CPU: the process's user + system seconds (wait4 rusage, model load "
              "included) per second of video, which load from other jobs changes less than wall time. Random weights (seed 0).", "",
              "| route | runner | s per s of video | CPU s per s of video | encoder s per frame | peak RSS (MB) | vs torch fp32: speed | vs torch fp32: CPU | vs torch fp32: peak RSS | vs ORT fp32: speed | vs ORT fp32: CPU | mask IoU vs ORT fp32 (median / min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
