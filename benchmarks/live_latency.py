@@ -128,14 +128,14 @@ def render(result: dict, out: Path) -> None:
         "- Streams here are separate `avs-run` processes. Through `avs-serve` (one Ray actor per stream) 4 demo",
         "  streams ran in real time at once on the same 2 cores with no dropped second: `live_serve.md`.",
         "",
-        "## What a live vit_b needs (derived, not measured live)",
+        "## What a live vit_b needs (measured: `live_vit_b.md`)",
         "",
-        "A live second costs one encoder frame, one audio example, one fusion over T = 5 frames and one decoder",
-        "frame. From the per-stage times of a T = 5 clip in `int8_speed.md` (vit_b, 2 threads, measured on an",
-        "Intel Xeon, 2 logical CPUs; a different machine from the rows above): ONNX Runtime FP32 about",
-        "33.5 / 5 + 1.05 + (0.06 + 0.19) / 5 = 7.8 s per second of stream, INT8 about 19.4 / 5 + 1.0 + 0.05 = 4.9 s.",
-        "A live vit_b therefore needs 5-8x more than a 2-core CPU; a GPU (vit_b's encoder is 0.97 TFLOP a frame)",
-        "is the realistic host, but no GPU was available to measure it.",
+        "The live step itself (one audio example, one encoder frame, one fusion over the ring of 5, one decoder",
+        "frame) on vit_b's ONNX graphs, ONNX Runtime CPU, 2 threads, on an AMD EPYC with AVX2 (no AVX-512), shared (load",
+        "average 7-15): FP32 36 s of compute per stream-second (21 CPU-seconds), INT8 31 s (17 CPU-seconds),",
+        "median of 6 seconds after warm-up (`benchmarks/live_vit_b.py`). A live vit_b needs one stream-second",
+        "of compute every second: 2 CPU cores fall an order of magnitude or more short; a GPU (vit_b's encoder",
+        "is 0.97 TFLOP a frame) is the realistic host, but no GPU was available to measure it.",
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -3,7 +3,7 @@
 Each run is one ``avs-run`` process on one generated T-second video (one clip),
 routes alternating run by run (the order rotates), so load from other jobs
 falls on every route alike. Peak RSS is the child's own high-water mark
-(``wait4`` rusage: the whole process, model load included). Time is the
+(its ``VmHWM`` at exit: the whole process, model load included). Time is the
 run's own ``result.json`` figure (first decode to last write, model load
 excluded) divided by the video's seconds. Masks: per-frame IoU of every route
 against the first ONNX Runtime FP32 route's logits (``--save-logits``; logit > 0).
@@ -11,7 +11,7 @@ against the first ONNX Runtime FP32 route's logits (``--save-logits``; logit > 0
 Same weights everywhere: a bundle of the preset's seed-0 random weights for the
 torch route, graphs exported from the same seed for the onnxruntime routes.
 
-    python benchmarks/ort_cpu_routes.py --preset vit_b -T 5 --graphs /tmp/wt25-exports/vit_b \
+    python benchmarks/ort_cpu_routes.py --preset vit_b -T 5 --graphs <avs-export onnx folder> \
         --route torch:fp32 --route onnxruntime:fp32 --route onnxruntime:int8 --repeats 1
 """
 
@@ -33,7 +33,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RUN = "import sys; from avs_engine.cli.run import main; sys.argv[0] = 'avs-run'; main()"
+# The child writes its own RSS high-water mark (VmHWM) at exit: getrusage's ru_maxrss of a child starts
+# from its parent's high-water mark (Linux carries it across exec), which a parent that built a model has.
+RUN = ("import atexit, os, sys\n"
+       "def _peak():\n"
+       "    with open(os.environ['AVS_PEAK_FILE'], 'w') as f:\n"
+       "        f.write(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+       "atexit.register(_peak)\n"
+       "from avs_engine.cli.run import main\n"
+       "sys.argv[0] = 'avs-run'\n"
+       "main()\n")
 
 
 def bundle_for(preset: str, work: Path) -> Path:
@@ -53,15 +62,17 @@ def run_route(route: str, video: Path, graphs: Path, bundle: Path, T: int, threa
     cmd = [sys.executable, "-c", RUN, str(video), *model, "--backend", backend, "--precision", precision,
            "-T", str(T), "--threads", str(threads), "--project", str(project), "--json", "--quiet", "--save-logits",
            "--no-overlay"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    peak_file = project / "peak_kib"
+    env = dict(os.environ, PYTHONPATH=str(REPO), AVS_PEAK_FILE=str(peak_file))
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
         proc = subprocess.Popen(cmd, env=env, stdout=fout, stderr=ferr, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its CPU seconds
         proc.returncode = os.waitstatus_to_exitcode(status)
         fout.seek(0)
         ferr.seek(0)
         out, err = fout.read(), ferr.read()
-    peak_mb = usage.ru_maxrss * 1024 / 1e6  # Linux: kilobytes
+    peak_mb = int(peak_file.read_text()) * 1024 / 1e6 if peak_file.exists() else float("nan")  # VmHWM: kilobytes
+    cpu_s = usage.ru_utime + usage.ru_stime  # the whole process, model load included: steadier than wall time under load
     if proc.returncode != 0:
         shutil.rmtree(project, ignore_errors=True)
         return {"route": route, "error": (err.strip().splitlines() or ["?"])[-1], "peak_rss_mb": peak_mb}
@@ -70,7 +81,7 @@ def run_route(route: str, video: Path, graphs: Path, bundle: Path, T: int, threa
     masks = [np.load(p) > 0 for p in logits]
     shutil.rmtree(project, ignore_errors=True)
     return {"route": route, "runner": v["model"]["runner"], "seconds_of_video": v["n_seconds"], "peak_rss_mb": peak_mb,
-            "total_s": v["timings"]["total_s"], "stages": {k: s["total_s"] for k, s in v["timings"]["stages"].items()},
+            "total_s": v["timings"]["total_s"], "cpu_s": cpu_s, "stages": {k: s["total_s"] for k, s in v["timings"]["stages"].items()},
             "masks": masks}
 
 
@@ -82,7 +93,8 @@ def main() -> None:
     ap.add_argument("--route", action="append", default=[])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/wt25-exports"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "avs-ort-cpu-routes",
+                    help="where the bench video, the torch bundle and run folders go")
     ap.add_argument("--name", default=None)
     a = ap.parse_args()
     import onnxruntime
@@ -121,6 +133,7 @@ def main() -> None:
         per_s = [x["total_s"] / x["seconds_of_video"] for x in ok]
         row = {"runner": ok[0]["runner"], "runs": len(ok), "s_per_second_of_video": statistics.median(per_s),
                "all_s_per_second_of_video": per_s, "peak_rss_mb": max(x["peak_rss_mb"] for x in ok),
+               "cpu_s_per_second_of_video": statistics.median(x["cpu_s"] / x["seconds_of_video"] for x in ok),
                "encoder_s_per_frame": statistics.median(x["stages"]["image_encoder"] / x["seconds_of_video"] for x in ok),
                "load_1min_before": [x["load_1min_before"] for x in ok]}
         if ref_masks is not None and route != ref_route:
@@ -142,19 +155,22 @@ def main() -> None:
              f"onnxruntime {onnxruntime.__version__}. One `avs-run` process per run on one generated {a.T} s video "
              f"(640x360, one clip), routes alternating; {a.repeats} run(s) per route. Time: the run's own figure "
              "(first decode to last write, model load excluded) per second of video. Peak RSS: the whole process "
-             "(wait4 rusage), model load included. Random weights (seed 0).", "",
-             "| route | runner | s per s of video | encoder s per frame | peak RSS (MB) | vs torch fp32: speed | vs torch fp32: peak RSS | vs ORT fp32: speed | mask IoU vs ORT fp32 (median / min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(its VmHWM at exit), model load included. CPU: the process's user + system seconds (wait4 rusage, model load "
+             "included) per second of video, which load from other jobs changes less than wall time. Random weights (seed 0).", "",
+             "| route | runner | s per s of video | CPU s per s of video | encoder s per frame | peak RSS (MB) | vs torch fp32: speed | vs torch fp32: CPU | vs torch fp32: peak RSS | vs ORT fp32: speed | vs ORT fp32: CPU | mask IoU vs ORT fp32 (median / min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for route, r in summary.items():
         if "error" in r:
-            lines.append(f"| {route} | failed: {r['error'][:150]} | | | | | | | |")
+            lines.append(f"| {route} | failed: {r['error'][:150]} | | | | | | | | | | |")
             continue
         sp_t = f"{torch_row['s_per_second_of_video'] / r['s_per_second_of_video']:.2f}x" if "s_per_second_of_video" in torch_row else ""
         mem_t = f"{r['peak_rss_mb'] / torch_row['peak_rss_mb']:.2f}x" if "peak_rss_mb" in torch_row else ""
         sp_o = f"{ort_row['s_per_second_of_video'] / r['s_per_second_of_video']:.2f}x" if "s_per_second_of_video" in ort_row else ""
+        cpu_t = f"{torch_row['cpu_s_per_second_of_video'] / r['cpu_s_per_second_of_video']:.2f}x" if "cpu_s_per_second_of_video" in torch_row else ""
+        cpu_o = f"{ort_row['cpu_s_per_second_of_video'] / r['cpu_s_per_second_of_video']:.2f}x" if "cpu_s_per_second_of_video" in ort_row else ""
         iou = r.get(f"mask_iou_vs_{ref_route}")
-        lines.append(f"| {route} | {r['runner']} | {r['s_per_second_of_video']:.2f} | {r['encoder_s_per_frame']:.2f} | "
-                     f"{r['peak_rss_mb']:.0f} | {sp_t} | {mem_t} | {sp_o} | "
+        lines.append(f"| {route} | {r['runner']} | {r['s_per_second_of_video']:.2f} | {r['cpu_s_per_second_of_video']:.2f} | "
+                     f"{r['encoder_s_per_frame']:.2f} | {r['peak_rss_mb']:.0f} | {sp_t} | {cpu_t} | {mem_t} | {sp_o} | {cpu_o} | "
                      + (f"{iou['median']:.4f} / {iou['min']:.4f} ({iou['frames']} frames)" if iou else "") + " |")
     (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
 

@@ -7,7 +7,7 @@ Reported: RSS after loading the session (weights), the process's RSS
 high-water mark over the runs, and seconds per frame (median).
 
     python benchmarks/ort_encoder_memory.py --graphs /tmp/wt25-exports/vit_b --T 5 --frames 1 --frames 5 \
-        --options default --options no_pattern --options no_arena_no_pattern
+        --options no_pattern --options no_pattern_no_reuse
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OPTIONS = {"default": {}, "no_pattern": {"pattern": False}, "no_arena": {"arena": False},
-           "no_arena_no_pattern": {"arena": False, "pattern": False}}
+           "no_arena_no_pattern": {"arena": False, "pattern": False},
+           "no_pattern_no_reuse": {"pattern": False, "reuse": False},  # the backend's CPU sessions
+           "no_arena_no_pattern_no_reuse": {"arena": False, "pattern": False, "reuse": False}}
 
 
-def child(graphs: str, precision: str, T: int, frames: int, runs: int, arena: bool, pattern: bool, threads: int) -> None:
+def child(graphs: str, precision: str, T: int, frames: int, runs: int, arena: bool, pattern: bool, reuse: bool,
+          threads: int) -> None:
     import numpy as np
     import onnxruntime as ort
 
@@ -43,6 +46,7 @@ def child(graphs: str, precision: str, T: int, frames: int, runs: int, arena: bo
     o.add_session_config_entry("session.intra_op.allow_spinning", "0")
     o.enable_cpu_mem_arena = arena
     o.enable_mem_pattern = pattern
+    o.enable_mem_reuse = reuse
     t0 = time.perf_counter()
     sess = ort.InferenceSession(str(manifest.graph_path(precision, "image_encoder")), o, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - t0
@@ -74,9 +78,11 @@ def main() -> None:
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--arena", type=int, default=1)
     ap.add_argument("--pattern", type=int, default=1)
+    ap.add_argument("--reuse", type=int, default=1)
     a = ap.parse_args()
     if a.child:
-        child(a.graphs, a.precision, a.T, a.frames[0], a.runs, bool(a.arena), bool(a.pattern), a.threads)
+        child(a.graphs, a.precision, a.T, a.frames[0], a.runs, bool(a.arena), bool(a.pattern), bool(a.reuse),
+              a.threads)
         return
     import onnxruntime
 
@@ -87,11 +93,11 @@ def main() -> None:
     started = dt.datetime.now(dt.timezone.utc)
     rows = []
     for opt in a.options or ["default"]:
-        o = {"arena": True, "pattern": True, **OPTIONS[opt]}
+        o = {"arena": True, "pattern": True, "reuse": True, **OPTIONS[opt]}
         for frames in a.frames or [1]:
             cmd = [sys.executable, __file__, "--child", "--graphs", a.graphs, "--precision", a.precision, "--T", str(a.T),
                    "--frames", str(frames), "--runs", str(a.runs), "--threads", str(a.threads),
-                   "--arena", str(int(o["arena"])), "--pattern", str(int(o["pattern"]))]
+                   "--arena", str(int(o["arena"])), "--pattern", str(int(o["pattern"])), "--reuse", str(int(o["reuse"]))]
             r = subprocess.run(cmd, capture_output=True, text=True)
             row = {"options": opt, "frames_per_call": frames}
             if r.returncode != 0:

@@ -147,13 +147,20 @@ HOST_INPUTS = ("log_mel", "image")  # what run_clip copies in
 HOST_OUTPUTS = ("logits",)  # what run_clip copies out
 
 
-# Memory planning (benchmarks/ort_encoder_memory.md, global_attention_cpu.md): ONNX Runtime's memory
-# pattern allocates one block for every intermediate of a planned run, sized for the largest overlap it
-# planned, and on the encoder's unrolled attention blocks that doubled the peak (one vit_h global block:
-# 1.05 GB with it, 0.54 GB without) for no measurable speed; the CPU arena stays (freed buffers reused).
-CPU_SESSION_MEMORY_OPTIONS = {"enable_mem_pattern": False, "enable_cpu_mem_arena": True}
+# Memory planning (benchmarks/ort_encoder_memory.md, global_attention_cpu.md), both choices exact:
+# - no memory pattern: ONNX Runtime's pattern allocates one block for every intermediate of a planned
+#   run, sized for the largest overlap it planned; on the encoder's unrolled attention blocks that
+#   doubled the peak (one vit_h global block: 1.05 GB with it, 0.54 GB without);
+# - no planned buffer reuse: the planner hands a dead tensor's buffer to a later tensor of the same
+#   size, which ties the two lifetimes together; chained through the encoder's identical blocks, most
+#   of a frame's intermediates stayed allocated until the run ended (one vit_b frame: 1.13 GB above the
+#   loaded session with reuse, 0.47 GB without). The CPU arena stays: it reuses freed buffers itself.
+CPU_SESSION_MEMORY_OPTIONS = {"enable_mem_pattern": False, "enable_mem_reuse": False, "enable_cpu_mem_arena": True}
 
-CPU_ENCODER_BUDGET_BYTES = 2 << 30
+# One ViT frame's working set (vit_h: 0.63 GB by the estimate below): vit_b/l/h encode one frame per call.
+# Two vit_b frames per call needed 0.97 GB above the loaded session against 0.47 GB for one, and were
+# not measurably faster (benchmarks/ort_encoder_memory_vit_b_fp32_reuse.md).
+CPU_ENCODER_BUDGET_BYTES = 640 << 20
 
 
 def cpu_encoder_batch(config, budget_bytes: int = CPU_ENCODER_BUDGET_BYTES) -> int:
@@ -161,13 +168,13 @@ def cpu_encoder_batch(config, budget_bytes: int = CPU_ENCODER_BUDGET_BYTES) -> i
 
     The exported global attention runs its queries in blocks of 8 grid rows
     (``exact/blocked_attention``), so a frame's transient memory scales with one block's
-    float32 scores [heads, 8*G, N], not [heads, N, N]: measured with ONNX Runtime CPU (no
-    memory pattern, ``CPU_SESSION_MEMORY_OPTIONS``), one ViT-B frame peaks 1.15 GB above
-    the loaded session, about 12 such blocks (``benchmarks/ort_encoder_memory_vit_b_fp32_a.md``;
-    before the blocks: 3.8 GB for one frame, 7.2 GB for two).
+    float32 scores [heads, 8*G, N], not [heads, N, N]. Measured with ONNX Runtime CPU and
+    ``CPU_SESSION_MEMORY_OPTIONS``, one ViT-B frame peaks 0.47 GB above the loaded session,
+    about 5 such blocks (``benchmarks/ort_encoder_memory_vit_b_fp32_reuse.md``; 1.15 GB with
+    ONNX Runtime's planned buffer reuse, 3.8 GB before the blocks).
     vit_b/l/h: 1 frame per call; tiny (grid 16): every frame in one call (2 threads: 19.6 ->
     13.7 ms for 5 frames, measured 2026-11-26)."""
     n = config.grid * config.grid
     block_queries = min(n, 8 * config.grid)
-    per_frame = 12 * config.encoder.num_heads * block_queries * n * 4
+    per_frame = 5 * config.encoder.num_heads * block_queries * n * 4
     return max(1, budget_bytes // per_frame)

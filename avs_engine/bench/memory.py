@@ -79,11 +79,15 @@ def gpu_memory_for(runner) -> TorchCudaMemory | None:
 
 
 class RssSampler:
-    """Polls another process's VmRSS in a thread: ``samples`` = [(seconds since start, bytes)]."""
+    """Polls another process's VmRSS in a thread: ``samples`` = [(seconds since start, bytes)];
+    ``high_water``: the largest VmHWM read (bytes; 0 if none), the process's own peak up to the
+    last poll. (getrusage's ``ru_maxrss`` of a child starts from its parent's high-water mark:
+    Linux carries it across exec.)"""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         self.pid, self.interval_s = pid, interval_s
         self.samples: list[tuple[float, int]] = []
+        self.high_water = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="avs-bench-rss")
         self._t0 = time.perf_counter()
@@ -94,6 +98,7 @@ class RssSampler:
             if rss is None:  # the process is gone
                 return
             self.samples.append((time.perf_counter() - self._t0, rss))
+            self.high_water = max(self.high_water, (_status_kib("VmHWM", self.pid) or 0) * 1024)
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> "RssSampler":

@@ -2,8 +2,8 @@
 
 Each video runs through the real ``avs-run`` command in its own process
 (``python -c 'avs_engine.cli.run.main()'``), so its peak RSS is that of one
-run: the kernel's maximum for the child (``os.wait4``), plus VmRSS sampled
-from ``/proc/<pid>/status`` every 0.2 s to show the curve. Memory must not
+run: the child's own high-water mark (``VmHWM``, polled with VmRSS from
+``/proc/<pid>/status`` every 0.2 s; the samples show the curve). Memory must not
 grow with the video's length: the report gives both peaks, their ratio and
 the growth of the long run's RSS between its second and last quarter.
 """
@@ -45,7 +45,9 @@ def run_avs_run(video: Path, args: list[str], workdir: Path) -> dict:
     proc.returncode = code = os.waitstatus_to_exitcode(status)  # already reaped: Popen must not wait again
     return {
         "exit_code": code, "wall_s": wall,
-        "peak_rss_bytes": usage.ru_maxrss * 1024,  # kilobytes on Linux
+        # the child's own high-water mark as last polled, or the kernel's figure (which may carry the
+        # parent's high-water mark) when the child ended before the first poll
+        "peak_rss_bytes": sampler.high_water or usage.ru_maxrss * 1024,
         "samples": sampler.samples,
         "stdout": out_path.read_text(), "stderr": err_path.read_text(),
     }
@@ -136,7 +138,7 @@ def streaming_report(videos: list[dict], settings: dict, started: str, machine: 
         "memory_flat": _flatness(videos),
         "notes": [
             "Each video runs in a fresh avs-run process; peak RSS is the kernel's maximum resident set of that "
-            "process (os.wait4 ru_maxrss); the timeline samples VmRSS every 0.2 s.",
+            "process (its VmHWM, polled every 0.2 s with the VmRSS timeline).",
             "real-time factor = seconds of video / seconds avs-run spent on the video (decode, model, "
             "post-processing, writing masks and overlay), as avs-run's result.json reports it; the process "
             "figure includes interpreter start-up and model loading.",

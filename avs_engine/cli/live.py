@@ -19,18 +19,19 @@ def is_live(videos, input_format, realtime) -> bool:
     return bool(input_format) or realtime or any(is_stream_url(v) for v in videos)
 
 
-def parse_input_options(pairs) -> dict:
+def parse_input_options(pairs, option: str = "--input-option") -> dict:
     out = {}
     for p in pairs:
         key, sep, value = p.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint="--input-option")
+            raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint=option)
         out[key] = value
     return out
 
 
 def run_live_source(runner, model: dict, source: str, *, input_format, input_options, realtime, duration,
-                    mask_fps, view_port, clip_seconds, resize, allow_silent, png, project, name, exist_ok, as_json) -> int:
+                    mask_fps, view_port, clip_seconds, resize, allow_silent, png, project, name, exist_ok, as_json,
+                    audio_source=None, audio_format=None, audio_options=None, audio_sync="start") -> int:
     """One live source through :func:`avs_engine.runtime.live_job.run_live`; returns the exit code."""
     from ..runtime.live_job import open_stream, run_live
 
@@ -39,12 +40,14 @@ def run_live_source(runner, model: dict, source: str, *, input_format, input_opt
 
     try:
         reader = open_stream(source, input_format=input_format, options=input_options, realtime=realtime,
-                             allow_silent=allow_silent, mask_fps=mask_fps)
+                             allow_silent=allow_silent, mask_fps=mask_fps, audio_source=audio_source,
+                             audio_format=audio_format, audio_options=audio_options, audio_sync=audio_sync)
     except AvsError as e:
         echo_err(str(e))
         return 2
-    say(f"live: {source} ({reader.width}x{reader.height}, {reader.fps:g} fps, "
-        f"{'audio' if reader.has_audio else 'silent'}), windows of {clip_seconds} s, {mask_fps} mask(s) a second")
+    heard = (f"audio from {reader.audio_source} ({audio_sync})" if reader.audio_source
+             else "audio" if reader.has_audio else "silent")
+    say(f"live: {source} ({reader.width}x{reader.height}, {reader.fps:g} fps, {heard}), windows of {clip_seconds} s, {mask_fps} mask(s) a second")
     view = None
     if view_port is not None:
         from ..runtime.live_view import LiveView

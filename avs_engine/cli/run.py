@@ -73,6 +73,14 @@ def untrusted_media(ctx: click.Context, on: bool) -> None:
               "(a capture device: live mode).")
 @click.option("--input-option", "input_options", multiple=True, metavar="KEY=VALUE",
               help="An FFmpeg option for opening the live source (e.g. rtsp_transport=tcp, listen=1); repeatable.")
+@click.option("--audio-source", metavar="SRC", help="Live mode: take the audio from this second input (a microphone next to "
+              "a camera, e.g. --audio-format alsa default; a stream URL; a lavfi graph) instead of the source's own track.")
+@click.option("--audio-format", metavar="FMT", help="FFmpeg input format of --audio-source, e.g. alsa, pulse, lavfi, mpegts.")
+@click.option("--audio-input-option", "audio_input_options", multiple=True, metavar="KEY=VALUE",
+              help="An FFmpeg option for opening --audio-source; repeatable.")
+@click.option("--audio-sync", type=click.Choice(["start", "timestamps"]), default="start", show_default=True,
+              help="How --audio-source's clock meets the video's: start (each input counted from its own first "
+                   "timestamp, as for two devices) or timestamps (both carry one clock, as two streams of one encoder).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Live mode: stop after S seconds of the stream.")
 @click.option("--mask-fps", type=click.Choice(["1", "2", "4", "5", "8", "10"]), default="1", show_default=True, metavar="K",
@@ -87,7 +95,7 @@ def untrusted_media(ctx: click.Context, on: bool) -> None:
 def main(videos, weights, config, vggish, engine_dir, backend, device, precision, fused, global_attention_precision, tf32, compile_blocks,
          cuda_graph,
          clip_seconds, threads, resize, allow_silent, overlay, save_logits, project, name, exist_ok, as_json, realtime, input_format,
-         input_options, duration, mask_fps, view_port, png, quiet):
+         input_options, audio_source, audio_format, audio_input_options, audio_sync, duration, mask_fps, view_port, png, quiet):
     """Segment the sounding objects of each video, one mask per second.
 
     VIDEOS are files, folders (every video inside, sorted by name), quoted glob
@@ -119,7 +127,8 @@ def main(videos, weights, config, vggish, engine_dir, backend, device, precision
                      allow_silent=allow_silent, overlay=overlay, save_logits=save_logits, project=project, name=name,
                      exist_ok=exist_ok, as_json=as_json, quiet=quiet,
                      live=dict(realtime=realtime, input_format=input_format, input_options=input_options,
-                               duration=duration, png=png, mask_fps=int(mask_fps), view_port=view_port))
+                               audio_source=audio_source, audio_format=audio_format,
+                               audio_input_options=audio_input_options, audio_sync=audio_sync, duration=duration, png=png, mask_fps=int(mask_fps), view_port=view_port))
     sys.exit(code)
 
 
@@ -152,6 +161,7 @@ def _main(videos, *, weights, config, vggish, engine_dir, backend, device, preci
             echo_err(f"live mode takes one source, got {len(videos)}")
             return 2
         options = parse_input_options(live.get("input_options") or ())
+        audio_options = parse_input_options(live.get("audio_input_options") or (), "--audio-input-option")
         try:
             runner = spec.create().activate()
         except AvsError as e:
@@ -161,13 +171,17 @@ def _main(videos, *, weights, config, vggish, engine_dir, backend, device, preci
         click.echo(f"model: {model['summary']}", err=True)
         return run_live_source(runner, model, videos[0], input_format=live.get("input_format"), input_options=options,
                                realtime=bool(live.get("realtime")), duration=live.get("duration"),
+                               audio_source=live.get("audio_source"), audio_format=live.get("audio_format"),
+                               audio_options=audio_options, audio_sync=live.get("audio_sync") or "start",
                                mask_fps=int(live.get("mask_fps") or 1), view_port=live.get("view_port"),
                                clip_seconds=clip_seconds, resize=resize, allow_silent=allow_silent,
                                png=bool(live.get("png")), project=project, name=name if name != "run" else "live",
                                exist_ok=exist_ok, as_json=as_json)
     if (live.get("duration") or live.get("png") or live.get("input_options") or (live.get("mask_fps") or 1) != 1
-            or live.get("view_port") is not None):
-        echo_err("--duration, --mask-fps, --view, --png and --input-option apply to live mode only (a stream URL, --format or --realtime)")
+            or live.get("view_port") is not None or live.get("audio_source") or live.get("audio_format")
+            or live.get("audio_input_options")):
+        echo_err("--duration, --mask-fps, --view, --png, --input-option and --audio-source apply to live mode only "
+                 "(a stream URL, --format or --realtime)")
         return 2
     inputs = expand_inputs(videos)
     if not inputs.videos:

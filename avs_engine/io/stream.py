@@ -5,7 +5,10 @@ FFmpeg (through PyAV) opens what it can: network streams (``rtsp://``,
 ``.m3u8``), capture devices (an input format such as ``v4l2``, ``alsa``,
 ``pulse``, or ``lavfi`` test sources), or a file. One container is read
 once, video and audio demuxed together (a live stream cannot be opened
-twice), and each second is handed out as soon as it is complete: its frame
+twice); or the audio comes from a second input (a camera's microphone,
+:class:`~avs_engine.io.stream_audio.AudioInput`, read on its own thread, its
+clock aligned as ``audio_sync`` says). Each second is handed out as soon as
+it is complete: its frame
 (sampled as offline: index ``int(l*fps + 15/16*fps)`` of the timeline,
 :class:`~avs_engine.io.frames.SecondSampler`) and the first 0.975 s of its
 16 kHz mono audio (:class:`~avs_engine.io.audio.Mono16k`). ``ready`` records
@@ -30,6 +33,7 @@ from .audio import Mono16k
 from .frames import SecondSampler, frame_index, set_decoder_threads
 from .logmel import EXAMPLE_SAMPLES, SAMPLE_RATE
 from .probe import stream_fps
+from .stream_audio import SYNC_MODES, AudioInput, SampleBuffer, one_line as _one_line
 
 # Protocols FFmpeg opens as live streams (a URL with one of these schemes switches avs-run to live mode).
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "http", "https", "hls")
@@ -69,10 +73,6 @@ class StreamSecond:
         return self.second * self.per_second + self.phase
 
 
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 class StreamReader:
     """Reads ``source`` once and yields its :class:`StreamSecond` s (:meth:`seconds`).
 
@@ -83,14 +83,27 @@ class StreamReader:
     ``transform``: applied to each sampled RGB frame (e.g. the model's squash); ``allow_silent``:
     a source without audio runs on silence. ``per_second``: K > 1 hands out K staggered seconds a
     second (starting every 1/K s; each with its own frame and audio), for K masks a second.
+
+    ``audio_source`` (with ``audio_format``, ``audio_options``): take the audio from this second input
+    instead (the source's own audio track, if any, is not used); ``audio_sync``: how its clock meets the
+    video's ("start": each input counted from its own first timestamp; "timestamps": one shared clock).
+    The audio input is read on its own thread (paced too with ``realtime``). When it ends or fails, the
+    stream ends after the last second its audio covers (:attr:`stopped_reason` says why); when no audio
+    arrives for ``timeout_s`` while video seconds wait for it, the stream stops (the audio stalled).
     """
 
     def __init__(self, source: str, *, input_format: str | None = None, options: dict | None = None,
                  realtime: bool = False, timeout_s: float = 10.0,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None, allow_silent: bool = False,
-                 per_second: int = 1) -> None:
+                 per_second: int = 1, audio_source: str | None = None, audio_format: str | None = None,
+                 audio_options: dict | None = None, audio_sync: str = "start") -> None:
         if int(per_second) < 1 or SAMPLE_RATE % int(per_second):
             raise ValueError(f"per_second must divide {SAMPLE_RATE} (1, 2, 4, 5, 8, 10...), got {per_second}")
+        if audio_sync not in SYNC_MODES:
+            raise ValueError(f"audio_sync must be one of {SYNC_MODES}, got {audio_sync!r}")
+        self.audio_sync = audio_sync
+        self.timeout_s = float(timeout_s)
+        self.audio_input: AudioInput | None = None
         self.per_second = int(per_second)
         self.source = str(source)
         self.realtime = realtime
@@ -108,13 +121,16 @@ class StreamReader:
             if not self._c.streams.video:
                 raise MediaError(f"{self.source}: no video stream")
             self._vs = self._c.streams.video[0]
-            self._as = self._c.streams.audio[0] if self._c.streams.audio else None
-            if self._as is None and not allow_silent:
+            self._as = self._c.streams.audio[0] if self._c.streams.audio and audio_source is None else None
+            if self._as is None and audio_source is None and not allow_silent:
                 raise NoAudioError(f"{self.source}: no audio track (use --allow-silent to run with silence)")
             self.fps = stream_fps(self._vs)
             if self.fps <= 0:
                 raise MediaError(f"{self.source}: the video stream has no frame rate")
             set_decoder_threads(self._vs)
+            if audio_source is not None:   # opened last: nothing else can fail after it
+                self.audio_input = AudioInput(audio_source, input_format=audio_format, options=audio_options,
+                                              realtime=realtime, timeout_s=timeout_s)
         except BaseException:
             self._c.close()
             raise
@@ -125,14 +141,23 @@ class StreamReader:
 
     @property
     def has_audio(self) -> bool:
-        return self._as is not None
+        return self._as is not None or self.audio_input is not None
+
+    @property
+    def audio_source(self) -> str | None:
+        """The separate audio input, if the audio comes from one."""
+        return self.audio_input.source if self.audio_input is not None else None
 
     def close(self) -> None:
+        if self.audio_input is not None:
+            self.audio_input.close()
         self._c.close()
 
-    def _audio_origin(self) -> float:
-        """Sample 0 of the audio: the video's start (as offline), else the audio's own."""
-        if self.origin_s is not None:
+    def _audio_origin(self) -> float | None:
+        """Sample 0 of the audio, on the audio's own clock (None: the audio input's first timestamp)."""
+        if self.audio_input is not None:
+            return (self.origin_s or 0.0) if self.audio_sync == "timestamps" else self.audio_input.start_s
+        if self.origin_s is not None:   # one container: the video's start, as offline
             return self.origin_s
         a = self._as
         return float(a.start_time * a.time_base) if a is not None and a.start_time is not None else 0.0
@@ -140,17 +165,21 @@ class StreamReader:
     def seconds(self) -> Iterator[StreamSecond]:
         """Each complete second, in order, as it arrives. Ends when the source ends (or stops: a read
         error or timeout, told in :attr:`stopped_reason`); the second the end falls inside is handed out
-        if its frame arrived, with the audio there was."""
+        if its frame arrived, with the audio there was. With a separate audio input, also ends after the
+        last second that input's audio covers once it ends, or when it stalls (:attr:`stopped_reason`)."""
         sampler = SecondSampler([], self.fps, self.origin_s, transform=self.transform)
         next_target = 0
         mono = Mono16k(self._audio_origin()) if self._as is not None else None
-        audio: list[np.ndarray] = []
-        base = 0        # absolute sample index of audio[0]'s first sample
+        audio = SampleBuffer()
+        separate = self.audio_input is not None
+        if separate:
+            self.audio_input.start(audio, self._audio_origin())
         K = self.per_second
         step = SAMPLE_RATE // K   # samples between ticks
-        frames: dict[int, np.ndarray] = {}
+        frames: dict[int, tuple[np.ndarray, float]] = {}   # tick -> (frame, monotonic time it arrived)
         nxt = 0         # the next tick (second * K + phase) to hand out
         wall0 = None    # realtime pacing: monotonic time of media time 0
+        audio_over: str | None = None   # why the separate audio input can give no more seconds
 
         def top_up() -> None:
             nonlocal next_target
@@ -162,29 +191,22 @@ class StreamReader:
                 sampler.targets.append((next_target, at))
                 next_target += 1
 
-        def audio_upto() -> int:
-            return base + sum(a.size for a in audio)
-
-        def take(tick: int, ended: bool) -> np.ndarray | None:
-            nonlocal audio, base
-            if mono is None:
-                return np.zeros(0, np.float32)
-            a0 = tick * step
-            if audio_upto() < a0 + EXAMPLE_SAMPLES and not ended:
-                return None
-            buf = np.concatenate(audio) if audio else np.zeros(0, np.float32)
-            out = buf[max(0, a0 - base): max(0, a0 - base + EXAMPLE_SAMPLES)].copy()
-            k = min(max(0, (tick + 1) * step - base), buf.size)   # the next tick starts there
-            audio, base = ([buf[k:]] if buf.size > k else []), base + k
-            return out
-
-        def ready(ended: bool = False) -> Iterator[StreamSecond]:
-            nonlocal nxt
-            while nxt in frames:
-                samples = take(nxt, ended)
-                if samples is None:
+        def ready() -> Iterator[StreamSecond]:
+            nonlocal nxt, audio_over
+            while nxt in frames and audio_over is None:
+                if mono is None and not separate:
+                    samples = np.zeros(0, np.float32)   # silent
+                elif separate and audio.ended and nxt * step >= audio.upto():
+                    audio_over = audio.reason or f"{self.audio_input.source}: the audio source ended"
                     return
-                yield StreamSecond(nxt // K, frames.pop(nxt), samples, time.monotonic(), nxt % K, K)
+                else:
+                    samples = audio.take(nxt * step, EXAMPLE_SAMPLES, (nxt + 1) * step)   # the next tick starts there
+                if samples is None:
+                    if separate and time.monotonic() - frames[nxt][1] > self.timeout_s:
+                        audio_over = (f"{self.audio_input.source}: the audio source stalled "
+                                      f"(no data for {self.timeout_s:g} s)")
+                    return
+                yield StreamSecond(nxt // K, frames.pop(nxt)[0], samples, time.monotonic(), nxt % K, K)
                 nxt += 1
 
         top_up()
@@ -206,17 +228,32 @@ class StreamReader:
                 for frame in decoded:
                     if packet.stream.type == "video":
                         for sec, rgb in sampler.push(frame):
-                            frames[sec] = rgb
+                            frames[sec] = (rgb, time.monotonic())
                         if sampler.pos > _TARGETS_AHEAD * K // 2:
                             top_up()
                     else:
                         audio.extend(mono.push(frame))
                 yield from ready()
+                if audio_over is not None:
+                    break
         except av.error.FFmpegError as e:
             self.stopped_reason = f"{self.source}: the stream stopped ({_one_line(e)})"
         if mono is not None:
             audio.extend(mono.finish())
-        yield from ready(ended=True)
+        if not separate:
+            audio.end()
+        while audio_over is None and nxt in frames:   # the video ended: its last seconds wait for their audio
+            if separate and not audio.wait_for(nxt * step + EXAMPLE_SAMPLES, self.timeout_s):
+                audio_over = f"{self.audio_input.source}: the audio source stalled (no data for {self.timeout_s:g} s)"
+                break
+            before = nxt
+            yield from ready()
+            if nxt == before:
+                break
+        if audio_over is not None and self.stopped_reason is None:
+            self.stopped_reason = audio_over
+        if separate:
+            self.damaged_packets += self.audio_input.damaged_packets
 
 
 __all__ = ["StreamReader", "StreamSecond", "is_stream_url", "STREAM_SCHEMES"]

@@ -33,10 +33,14 @@ _DROPPED_LISTED = 100   # the summary names at most this many dropped seconds (t
 
 
 def open_stream(source: str, *, input_format: str | None = None, options: dict | None = None, realtime: bool = False,
-                allow_silent: bool = False, mask_fps: int = 1) -> StreamReader:
-    """Open a live source (one-line MediaError/NoAudioError when it cannot be used) for :func:`run_live`."""
+                allow_silent: bool = False, mask_fps: int = 1, audio_source: str | None = None,
+                audio_format: str | None = None, audio_options: dict | None = None,
+                audio_sync: str = "start") -> StreamReader:
+    """Open a live source (one-line MediaError/NoAudioError when it cannot be used) for :func:`run_live`;
+    ``audio_source`` (``audio_format``, ``audio_options``, ``audio_sync``): its audio from a second input."""
     return StreamReader(source, input_format=input_format, options=options, realtime=realtime,
-                        allow_silent=allow_silent, per_second=mask_fps)
+                        allow_silent=allow_silent, per_second=mask_fps, audio_source=audio_source,
+                        audio_format=audio_format, audio_options=audio_options, audio_sync=audio_sync)
 
 
 @dataclass
@@ -117,8 +121,9 @@ def _summary(reader: StreamReader, source: LiveSource, writer: LiveWriter, step:
              elapsed_s: float, model: dict | None) -> dict:
     dropped = source.dropped
     return {
-        "source": reader.source, "stopped": stopped, "elapsed_s": round(elapsed_s, 3),
-        "stream": {"width": reader.width, "height": reader.height, "fps": reader.fps, "audio": reader.has_audio},
+        "source": reader.source, "audio_source": reader.audio_source, "stopped": stopped, "elapsed_s": round(elapsed_s, 3),
+        "stream": {"width": reader.width, "height": reader.height, "fps": reader.fps, "audio": reader.has_audio,
+                   **({"audio_sync": reader.audio_sync} if reader.audio_source else {})},
         "clip_seconds": step.clip_seconds, "mask_fps": reader.per_second,
         "seconds_received": source.received, "masks": writer.count,
         "dropped": len(dropped), "dropped_seconds": list(dropped[:_DROPPED_LISTED]),

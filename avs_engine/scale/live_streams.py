@@ -3,9 +3,10 @@ follows (server-sent events) and stops them.
 
 :class:`StreamJob` (a Ray actor) builds its own runner from the model spec, opens the stream and runs
 :func:`avs_engine.runtime.live_job.run_live` on a thread, keeping the last :data:`EVENTS_KEPT` mask lines
-(a client that falls further behind skips ahead: memory stays flat). :class:`StreamRegistry` (held by the
-ingress) starts jobs for allow-listed sources, answers their status, and reports a job whose actor died
-(``state: "failed"``, a one-line reason) instead of losing it.
+(a client that falls further behind skips ahead: memory stays flat). :class:`StreamRegistry` (one per HTTP
+replica, all of them sharing the app's book of jobs, :mod:`avs_engine.scale.stream_directory`) starts jobs
+for allow-listed sources, answers their status, and reports a job whose actor died (``state: "failed"``, a
+one-line reason) instead of losing it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from collections import deque
 import ray
 
 from ..errors import reason
+from .stream_directory import directory_for
 from .url_check import UrlRefused, allowed_url
 
 EVENTS_KEPT = 256
-FINISHED_KEPT = 100   # finished jobs the registry still lists
+_NAMING_S = 10.0   # a job booked this recently may not have its named actor yet (another replica is creating it)
 STATES_DONE = ("ended", "failed", "stopped")
 
 
@@ -41,7 +43,8 @@ def stream_allowed(source: str, allow: tuple[str, ...]) -> bool:
 @ray.remote
 class StreamJob:
     """One live stream on its own actor: ``spec`` (a ModelSpec) builds the runner; ``options``: ``clip_seconds``,
-    ``resize``, ``allow_silent``, ``duration_s``, ``mask_fps``, ``realtime``, ``input_format``."""
+    ``resize``, ``allow_silent``, ``duration_s``, ``mask_fps``, ``realtime``, ``input_format``, ``audio_source``
+    and ``audio_sync`` (the audio from a second stream, as ``avs-run --audio-source``)."""
 
     def __init__(self, stream_id: str, spec, source: str, options: dict) -> None:
         self.id, self.source, self.options = stream_id, source, dict(options)
@@ -62,7 +65,8 @@ class StreamJob:
         try:
             runner = spec.create().activate()
             reader = open_stream(self.source, input_format=o.get("input_format"), realtime=bool(o.get("realtime")),
-                                 allow_silent=bool(o.get("allow_silent")), mask_fps=int(o.get("mask_fps", 1)))
+                                 allow_silent=bool(o.get("allow_silent")), mask_fps=int(o.get("mask_fps", 1)),
+                                 audio_source=o.get("audio_source"), audio_sync=o.get("audio_sync") or "start")
             self.state = "running"
             out = run_live(runner, reader, clip_seconds=int(o.get("clip_seconds", 5)), resize=o.get("resize", "avsbench"),
                            duration_s=o.get("duration_s"), mask_fps=int(o.get("mask_fps", 1)), on_mask=self._on_mask,
@@ -103,26 +107,37 @@ class StreamJob:
 
 
 class StreamRegistry:
-    """The live jobs one ingress started: ``start``, ``status``, ``listing``, ``events`` (SSE lines), ``stop``."""
+    """One HTTP replica's door to the app's live jobs: ``start``, ``known``, ``status``, ``listing``, ``events``
+    (SSE lines), ``stop``. The jobs themselves are shared by every replica: each job's actor is found by its
+    name (``avs-stream-<id>``) and the book of jobs is the app's :class:`StreamDirectory` (``app``: the Serve
+    application's name), so a job started through one replica is followed, listed and stopped through any."""
 
-    def __init__(self, spec, allow: tuple[str, ...], defaults: dict, cpus: float = 0.5, max_streams: int = 16) -> None:
+    def __init__(self, spec, allow: tuple[str, ...], defaults: dict, cpus: float = 0.5, max_streams: int = 16,
+                 app: str = "avs") -> None:
         self.spec, self.allow, self.defaults = spec, tuple(allow), dict(defaults)
         self.cpus, self.max_streams = float(cpus), int(max_streams)
-        self.jobs: dict[str, dict] = {}   # id -> {"actor", "source", "final": status once done}
+        self.book = directory_for(app)
+        self._actors: dict[str, object] = {}   # id -> actor handle, as this replica found them
 
-    def _running(self) -> int:
-        return sum(1 for j in self.jobs.values() if j["final"] is None)
+    def _actor(self, stream_id: str):
+        """The job's actor handle (looked up by name once); raises ValueError when no such actor lives."""
+        if stream_id not in self._actors:
+            self._actors[stream_id] = ray.get_actor(job_actor_name(stream_id))
+        return self._actors[stream_id]
 
-    def start(self, body: dict) -> tuple[int, dict]:
+    async def start(self, body: dict) -> tuple[int, dict]:
         """(HTTP status, document) for ``POST /v1/streams`` with ``body`` ``{"source", "duration_s", "mask_fps", ...}``."""
         source = body.get("source")
         if not isinstance(source, str) or not source:
             return 400, {"error": "give the stream as JSON: {\"source\": \"rtsp://...\"}"}
         if not stream_allowed(source, self.allow):
             return 403, {"error": f"{source}: not under any --allow-source URL prefix of this server"}
-        if self._running() >= self.max_streams:
-            return 429, {"error": f"this server runs at most {self.max_streams} live streams at once"}
-        options = dict(self.defaults)
+        audio = body.get("audio_source")
+        if audio is not None and (not isinstance(audio, str) or not stream_allowed(audio, self.allow)):
+            return 403, {"error": f"{audio}: not under any --allow-source URL prefix of this server"}
+        if body.get("audio_sync", "start") not in ("start", "timestamps"):
+            return 400, {"error": f"audio_sync: expected start or timestamps, got {body['audio_sync']!r}"}
+        options = dict(self.defaults, audio_source=audio, audio_sync=body.get("audio_sync", "start"))
         for key, kind in (("duration_s", float), ("mask_fps", int), ("clip_seconds", int), ("realtime", bool)):
             if body.get(key) is not None:
                 try:
@@ -130,90 +145,111 @@ class StreamRegistry:
                 except (TypeError, ValueError):
                     return 400, {"error": f"{key}: expected {kind.__name__}, got {body[key]!r}"}
         stream_id = uuid.uuid4().hex[:12]
-        actor = StreamJob.options(num_cpus=self.cpus, name=f"avs-stream-{stream_id}").remote(
-            stream_id, self.spec, source, options)
-        self.jobs[stream_id] = {"actor": actor, "source": source, "final": None, "started": time.time()}
-        self._forget_old()
+        if not await self.book.reserve.remote(stream_id, source, time.time(), self.max_streams):
+            return 429, {"error": f"this server runs at most {self.max_streams} live streams at once"}
+        try:
+            self._actors[stream_id] = StreamJob.options(num_cpus=self.cpus, name=job_actor_name(stream_id)).remote(
+                stream_id, self.spec, source, options)
+            await self.book.created.remote(stream_id)
+        except Exception as e:   # entered in the book: reported as failed, not lost
+            await self._died(stream_id, e)
         return 201, {"id": stream_id, "source": source, "events": f"/v1/streams/{stream_id}/events"}
 
-    def _forget_old(self) -> None:
-        done = [k for k, j in self.jobs.items() if j["final"] is not None]
-        for k in done[:-FINISHED_KEPT]:
-            del self.jobs[k]
+    async def known(self, stream_id: str) -> bool:
+        return await self.book.entry.remote(stream_id) is not None
 
     async def status(self, stream_id: str) -> dict | None:
-        job = self.jobs.get(stream_id)
+        job = await self.book.entry.remote(stream_id)
         if job is None:
             return None
-        if job["final"] is not None:
-            return job["final"]
+        return job["final"] or await self._ask(job)
+
+    async def _ask(self, job: dict) -> dict:
+        """A running job's status from its actor (a dead actor: reported as failed, once, in the book)."""
+        stream_id = job["id"]
         try:
-            st = await asyncio.wait_for(job["actor"].status.remote(), timeout=10)
+            actor = self._actor(stream_id)
+        except ValueError as e:
+            if not job.get("created") and time.time() - job["started"] < _NAMING_S:   # another replica is creating it
+                return {**_blank(job), "state": "starting"}
+            return await self._died(stream_id, e, job)
+        try:
+            st = await asyncio.wait_for(actor.status.remote(), timeout=10)
         except asyncio.TimeoutError:   # busy or not yet scheduled: said so, the job is kept
-            return {**self._blank(stream_id), "state": "unresponsive", "reason": "no answer within 10 s"}
-        except Exception as e:   # the actor died: reported, not lost
-            st = self._died(stream_id, e)
+            return {**_blank(job), "state": "unresponsive", "reason": "no answer within 10 s"}
+        except Exception as e:   # the actor died (or is gone): reported, not lost
+            return await self._died(stream_id, e, job)
         if st["state"] in STATES_DONE:
-            self._finish(stream_id, st)
+            st = await self._finish(stream_id, st)
         return st
 
-    def _finish(self, stream_id: str, st: dict) -> None:
-        """Keep a finished job's last status and end its actor (a finished job holds no CPU)."""
-        job = self.jobs[stream_id]
-        job["final"] = st
+    async def _finish(self, stream_id: str, st: dict) -> dict:
+        """Book a finished job's last status and end its actor (a finished job holds no CPU); returns the
+        status booked (another replica's, if it booked first)."""
+        kept = await self.book.finish.remote(stream_id, st)
         try:
-            ray.kill(job["actor"])
+            ray.kill(self._actor(stream_id))
         except Exception:
             pass
+        self._actors.pop(stream_id, None)
+        return kept or st
 
-    def _blank(self, stream_id: str) -> dict:
-        return {"id": stream_id, "source": self.jobs[stream_id]["source"], "state": None, "reason": None, "masks": None,
-                "dropped": None, "last": None, "latency_s": None, "latency": None}
-
-    def _died(self, stream_id: str, e: BaseException) -> dict:
-        st = {**self._blank(stream_id), "state": "failed", "reason": f"the stream's actor died ({reason(e)})"}
-        self._finish(stream_id, st)
-        return st
+    async def _died(self, stream_id: str, e: BaseException, job: dict | None = None) -> dict:
+        job = job or await self.book.entry.remote(stream_id) or {"id": stream_id, "source": None}
+        return await self._finish(stream_id, {**_blank(job), "state": "failed",
+                                              "reason": f"the stream's actor died ({reason(e)})"})
 
     async def listing(self) -> list[dict]:
-        return list(await asyncio.gather(*(self.status(k) for k in list(self.jobs))))
+        async def one(job: dict) -> dict:
+            return job["final"] if job["final"] is not None else await self._ask(job)
+
+        return list(await asyncio.gather(*(one(j) for j in await self.book.entries.remote())))
 
     async def events(self, stream_id: str, poll_s: float = 0.2):
         """Server-sent events: ``event: mask`` per line (``id`` its number), then ``event: end`` with the status."""
-        job = self.jobs.get(stream_id)
         seq = 0
         while True:
             try:
-                new, st = await asyncio.wait_for(job["actor"].events_after.remote(seq), timeout=10)
+                new, st = await asyncio.wait_for(self._actor(stream_id).events_after.remote(seq), timeout=10)
             except asyncio.TimeoutError:   # busy: try again
                 await asyncio.sleep(poll_s)
                 continue
             except Exception as e:
-                st = job["final"] or self._died(stream_id, e)
+                job = await self.book.entry.remote(stream_id)
+                st = (job or {}).get("final") or await self._died(stream_id, e, job)
                 yield f"event: end\ndata: {json.dumps(st)}\n\n"
                 return
             for s, doc in new:
                 seq = s
                 yield f"id: {s}\nevent: mask\ndata: {json.dumps(doc, separators=(',', ':'))}\n\n"
             if st["state"] in STATES_DONE and not new:
-                self._finish(stream_id, st)
+                st = await self._finish(stream_id, st)
                 yield f"event: end\ndata: {json.dumps(st)}\n\n"
                 return
             await asyncio.sleep(poll_s)
 
     async def stop(self, stream_id: str) -> dict | None:
-        job = self.jobs.get(stream_id)
+        job = await self.book.entry.remote(stream_id)
         if job is None:
             return None
-        if job["final"] is None:
-            try:
-                st = await asyncio.wait_for(job["actor"].stop.remote(), timeout=30)
-                if st["state"] not in STATES_DONE:
-                    st = {**st, "state": "stopped"}
-                self._finish(stream_id, st)
-            except Exception as e:
-                self._died(stream_id, e)
-        return job["final"]
+        if job["final"] is not None:
+            return job["final"]
+        try:
+            st = await asyncio.wait_for(self._actor(stream_id).stop.remote(), timeout=30)
+            if st["state"] not in STATES_DONE:
+                st = {**st, "state": "stopped"}
+            return await self._finish(stream_id, st)
+        except Exception as e:
+            return await self._died(stream_id, e, job)
 
 
-__all__ = ["StreamJob", "StreamRegistry", "stream_allowed", "EVENTS_KEPT"]
+def job_actor_name(stream_id: str) -> str:
+    return f"avs-stream-{stream_id}"
+
+
+def _blank(job: dict) -> dict:
+    return {"id": job["id"], "source": job.get("source"), "state": None, "reason": None, "masks": None,
+            "dropped": None, "last": None, "latency_s": None, "latency": None}
+
+
+__all__ = ["StreamJob", "StreamRegistry", "job_actor_name", "stream_allowed", "EVENTS_KEPT"]

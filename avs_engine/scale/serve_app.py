@@ -35,6 +35,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+import ray
 from ray import serve
 
 from .. import __version__
@@ -86,7 +87,7 @@ class ServeConfig:
     max_requests_per_ingress: int = 8
     max_queued_requests: int = 64
     stream_cpus: float = 0.5     # logical CPUs of each live stream's actor
-    max_streams: int = 16        # live streams at once (per ingress replica)
+    max_streams: int = 16        # live streams at once (all ingress replicas together)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -234,7 +235,8 @@ class Ingress:
         self.img_size = cfg.img_size or cfg.runner.img_size()
         self.streams = StreamRegistry(cfg.runner, cfg.allow_sources,
                                       {"clip_seconds": cfg.clip_seconds, "resize": cfg.resize, "allow_silent": cfg.allow_silent},
-                                      cpus=cfg.stream_cpus, max_streams=cfg.max_streams)
+                                      cpus=cfg.stream_cpus, max_streams=cfg.max_streams,
+                                      app=serve.get_replica_context().app_name)
 
     @api.get("/healthz", summary="Is the service up, and with which model and limits")
     async def healthz(self) -> JSONResponse:
@@ -267,7 +269,7 @@ class Ingress:
             body = None
         if not isinstance(body, dict):
             return _error(400, 'give the stream as JSON: {"source": "rtsp://..."}', uuid.uuid4().hex[:12])
-        status, doc = self.streams.start(body)
+        status, doc = await self.streams.start(body)
         if "error" in doc:
             return _error(status, doc["error"], uuid.uuid4().hex[:12])
         return JSONResponse(doc, status_code=status)
@@ -283,7 +285,7 @@ class Ingress:
 
     @api.get("/v1/streams/{stream_id}/events", summary="A live job's masks as server-sent events (event: mask, then end)")
     async def stream_events(self, stream_id: str):
-        if stream_id not in self.streams.jobs:
+        if not await self.streams.known(stream_id):
             return _error(404, f"no stream {stream_id}", uuid.uuid4().hex[:12])
         return StreamingResponse(self.streams.events(stream_id), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
@@ -424,8 +426,15 @@ def start(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, name: 
     return f"http://{host}:{port}"
 
 
-def stop() -> None:
+def stop(name: str = "avs") -> None:
+    """Shut Serve down, and end the app ``name``'s book of live jobs (a detached actor: it would outlive Serve)."""
     serve.shutdown()
+    from .stream_directory import directory_name
+
+    try:
+        ray.kill(ray.get_actor(directory_name(name)))
+    except ValueError:   # no live job was ever asked about
+        pass
 
 
 __all__ = ["HttpError", "Ingress", "Segmenter", "ServeConfig", "build_app", "respond", "source_allowed", "start", "stop"]

@@ -123,8 +123,10 @@ def test_cpu_encoder_batch_by_memory():
 
 
 def test_cpu_sessions_plan_memory_without_the_memory_pattern(ort_runner):
-    """The memory pattern doubled the encoder's peak (docs/graphs.md): every CPU session runs without it."""
+    """The memory pattern and planned buffer reuse kept the encoder's intermediates alive (docs/graphs.md):
+    every CPU session runs without both."""
     for stage, sess in ort_runner.sessions.items():
         opts = sess.get_session_options()
         assert opts.enable_mem_pattern is False, stage
+        assert opts.enable_mem_reuse is False, stage
         assert opts.enable_cpu_mem_arena is True, stage

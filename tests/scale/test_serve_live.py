@@ -1,6 +1,7 @@
-"""avs-serve live jobs over real HTTP: two streams at once (MPEG-TS over TCP at real-time pace), their masks as
-server-sent events; one source dies (its job ends with a one-line reason, the other goes on); DELETE stops a job;
-a job whose actor dies is reported as failed; only allow-listed sources start."""
+"""avs-serve live jobs over real HTTP, with two ingress replicas: two streams at once (MPEG-TS over TCP at
+real-time pace), their masks as server-sent events; one source dies (its job ends with a one-line reason, the
+other goes on); DELETE stops a job; a job whose actor dies is reported as failed; only allow-listed sources
+start; a job started through one replica is seen, followed and stopped through the other."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .conftest import free_port
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 APP = "avs-live-test"
+INGRESS_REPLICAS = 2   # every request below may land on either: the jobs must be shared
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +40,18 @@ def server(ray_cluster, demo_spec):
 
     serve.shutdown()   # one HTTP proxy per cluster: start it on this module's port
     cfg = ServeConfig(runner=demo_spec, img_size=128, allow_sources=("tcp://127.0.0.1",), timeout_s=60,
-                      model_cpus=0.25, ingress_cpus=0.25, stream_cpus=0.25)
+                      model_cpus=0.25, ingress_cpus=0.25, stream_cpus=0.25, ingress_replicas=INGRESS_REPLICAS,
+                      max_streams=3)
     yield start(cfg, host="127.0.0.1", port=free_port(), name=APP)
-    serve.shutdown()
+    import ray
+
+    from avs_engine.scale.serve_app import stop
+    from avs_engine.scale.stream_directory import directory_name
+
+    ray.get_actor(directory_name(APP))   # the app's book of live jobs, shared by its replicas
+    stop(APP)
+    with pytest.raises(ValueError):   # ended with the app
+        ray.get_actor(directory_name(APP))
 
 
 def call(base, path, body=None, method=None):
@@ -152,3 +163,108 @@ def test_stream_allowed_compares_parts():
     assert not stream_allowed("rtsp://cams.local:8554/site1", allow)
     assert not stream_allowed("tcp://127.0.0.1.evil.com:9000", allow)
     assert not stream_allowed("udp://127.0.0.1:9000", allow)
+
+
+def _replica_states() -> list[str]:
+    from ray import serve
+
+    ingress = serve.status().applications[APP].deployments["Ingress"]
+    return [state for state, n in ingress.replica_states.items() for _ in range(n)]
+
+
+def test_jobs_are_shared_by_the_ingress_replicas(server, ts_clip):
+    """POST, then GET/list/events/DELETE many times: whichever replica answers knows the job (with the jobs
+    held by the replica that started them, about half of these requests answered 404)."""
+    assert _replica_states() == ["RUNNING"] * INGRESS_REPLICAS
+    slow = TsServer(ts_clip, CLIP_S * 4)
+    status, doc = call(server, "/v1/streams", {"source": slow.url})
+    assert status == 201, doc
+    sid = doc["id"]
+    for _ in range(12):
+        status, st = call(server, f"/v1/streams/{sid}")
+        assert status == 200 and st["id"] == sid and st["state"] in ("starting", "running"), st
+        status, listed = call(server, "/v1/streams")
+        assert status == 200 and sid in {s["id"] for s in listed["streams"]}
+    for _ in range(4):   # the event stream, opened through either replica, reads until its first mask
+        with urllib.request.urlopen(server + f"/v1/streams/{sid}/events", timeout=120) as r:
+            assert r.status == 200
+            assert _first_event(r) == "mask"
+    status, st = call(server, f"/v1/streams/{sid}", method="DELETE")
+    assert status == 200 and st["state"] == "stopped" and st["reason"] == "stopped on request"
+    for _ in range(6):   # the final status, from the shared book, on every replica
+        status, again = call(server, f"/v1/streams/{sid}")
+        assert status == 200 and again["state"] == "stopped" and again["masks"] == st["masks"]
+        status, doc = call(server, f"/v1/streams/{sid}", method="DELETE")
+        assert status == 200 and doc["state"] == "stopped"
+
+
+def test_the_stream_limit_holds_for_all_replicas_together(server, ts_clip):
+    """max_streams 3 for the app: the 4th running job is refused, whichever replica is asked."""
+    ids = []
+    for _ in range(3):
+        status, doc = call(server, "/v1/streams", {"source": TsServer(ts_clip, CLIP_S * 4).url})
+        assert status == 201, doc
+        ids.append(doc["id"])
+    for _ in range(4):
+        status, doc = call(server, "/v1/streams", {"source": TsServer(ts_clip, CLIP_S * 4).url})
+        assert status == 429 and "at most 3 live streams" in doc["error"]
+    for sid in ids:
+        assert call(server, f"/v1/streams/{sid}", method="DELETE")[0] == 200
+    status, doc = call(server, "/v1/streams", {"source": TsServer(ts_clip, CLIP_S).url, "duration_s": 1})
+    assert status == 201, doc
+    assert call(server, f"/v1/streams/{doc['id']}", method="DELETE")[0] == 200
+
+
+def _first_event(r) -> str | None:
+    for raw in r:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            return line[7:]
+    return None
+
+
+def test_a_live_job_with_its_audio_on_a_second_stream(server, ts_clip, tmp_path):
+    """POST with audio_source: video and audio from two allow-listed streams; a mask for each second."""
+    from tests.cli.test_run_live_audio import _one_kind
+
+    video = TsServer(_one_kind(ts_clip, tmp_path / "video.ts", "video"), CLIP_S)
+    audio = TsServer(_one_kind(ts_clip, tmp_path / "audio.ts", "audio"), CLIP_S)
+    status, doc = call(server, "/v1/streams", {"source": video.url, "audio_source": "tcp://10.0.0.1:9000"})
+    assert status == 403 and "tcp://10.0.0.1:9000" in doc["error"]
+    status, doc = call(server, "/v1/streams", {"source": video.url, "audio_source": audio.url, "audio_sync": "wall"})
+    assert status == 400 and "audio_sync" in doc["error"]
+    status, doc = call(server, "/v1/streams", {"source": video.url, "audio_source": audio.url, "audio_sync": "timestamps"})
+    assert status == 201, doc
+    events, done = [], threading.Event()
+    read_events(server + doc["events"], events, done)
+    end = events[-1][1]
+    assert events[-1][0] == "end" and end["state"] == "ended" and end["reason"] == "end of stream", end
+    assert end["masks"] + end["dropped"] == 6 and end["masks"] >= 3
+
+
+def test_a_booked_job_without_its_actor_yet_is_starting_then_failed(ray_cluster, demo_spec):
+    """Between one replica booking a job and creating its named actor, another replica reads it as starting;
+    a booked job whose actor never appeared, or was made and is gone, is reported as failed, once, in the
+    shared book."""
+    import asyncio
+
+    import ray
+
+    from avs_engine.scale.live_streams import StreamRegistry
+    from avs_engine.scale.stream_directory import directory_name
+
+    reg = StreamRegistry(demo_spec, ("tcp://127.0.0.1",), {}, app="unit-book")
+    other = StreamRegistry(demo_spec, ("tcp://127.0.0.1",), {}, app="unit-book")   # a second replica: same book
+    try:
+        assert ray.get(reg.book.reserve.remote("young", "tcp://127.0.0.1:1", time.time(), 4))
+        assert ray.get(reg.book.reserve.remote("old", "tcp://127.0.0.1:2", time.time() - 60, 4))
+        assert asyncio.run(other.status("young"))["state"] == "starting"
+        st = asyncio.run(other.status("old"))
+        assert st["state"] == "failed" and "actor died" in st["reason"]
+        assert asyncio.run(reg.status("old")) == st   # booked once, seen by both
+        assert asyncio.run(reg.status("nope")) is None
+        assert ray.get(reg.book.reserve.remote("gone", "tcp://127.0.0.1:3", time.time(), 4))
+        ray.get(reg.book.created.remote("gone"))   # its actor was made (and is not there now: it died)
+        assert asyncio.run(other.status("gone"))["state"] == "failed"
+    finally:
+        ray.kill(ray.get_actor(directory_name("unit-book")))
