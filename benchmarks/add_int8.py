@@ -5,7 +5,7 @@ Quantizes each FP32 graph by its plan, checks it against the FP32 chain on gener
 (``avs_engine.export.int8_export.build_int8`` with ``checks.int8_check``: the same check, the same bar) and writes the
 ``int8`` entries into the folder's manifest.
 
-    python benchmarks/add_int8.py /tmp/wt25-exports/vit_h --clips 1 -T 2
+    python benchmarks/add_int8.py <avs-export onnx folder> --clips 1 -T 2
 
 ``--no-check`` (measurement only): every graph whose plan quantizes is written in INT8 without
 the export-time check, its manifest record saying so, so that speed and mask agreement can be

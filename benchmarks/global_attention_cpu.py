@@ -26,6 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--options", action="append", default=[], help="session option sets: " + ", ".join(OPTIONS))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", default="/tmp/wt25-exports/attn")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "avs-global-attention"))
     ap.add_argument("--name", default="global_attention_cpu")
     ap.add_argument("--child", nargs=4)
     a = ap.parse_args()

@@ -7,7 +7,7 @@ thread count), encode ``-T`` random frames one per call, once as warm-up and
 medians over rounds. Agreement: relative L2 of OpenVINO's output against ONNX
 Runtime's on the same frame.
 
-    PYTHONPATH=.:/path/to/openvino python benchmarks/openvino_cpu.py --graphs /tmp/wt25-exports/vit_b --rounds 2
+    PYTHONPATH=.:/path/to/openvino python benchmarks/openvino_cpu.py --graphs <avs-export onnx folder> --rounds 2
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def main() -> None:
     outs = {}
     for rnd in range(a.rounds):
         for rt in (("onnxruntime", "openvino") if rnd % 2 == 0 else ("openvino", "onnxruntime")):
-            npy = f"/tmp/wt25-ov-{rt}.npy"
+            npy = os.path.join(tempfile.gettempdir(), f"avs-openvino-{rt}.npy")
             r = subprocess.run([sys.executable, __file__, "--graphs", a.graphs, "--precision", a.precision, "-T", str(a.T),
                                 "--runs", str(a.runs), "--threads", str(a.threads), "--child", rt, npy],
                                capture_output=True, text=True)

@@ -6,7 +6,7 @@ frames (``frames`` per call), once as a warm-up and ``--runs`` times measured.
 Reported: RSS after loading the session (weights), the process's RSS
 high-water mark over the runs, and seconds per frame (median).
 
-    python benchmarks/ort_encoder_memory.py --graphs /tmp/wt25-exports/vit_b --T 5 --frames 1 --frames 5 \
+    python benchmarks/ort_encoder_memory.py --graphs <avs-export onnx folder> --T 5 --frames 1 --frames 5 \
         --options no_pattern --options no_pattern_no_reuse
 """
 
