@@ -33,7 +33,7 @@ from .audio import Mono16k
 from .frames import SecondSampler, frame_index, set_decoder_threads
 from .logmel import EXAMPLE_SAMPLES, SAMPLE_RATE
 from .probe import stream_fps
-from .stream_audio import SYNC_MODES, AudioInput, SampleBuffer, one_line as _one_line
+from .stream_audio import SYNC_MODES, AudioInput, SampleBuffer, one_line as _one_line, open_live_input
 
 # Protocols FFmpeg opens as live streams (a URL with one of these schemes switches avs-run to live mode).
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "http", "https", "hls")
@@ -110,13 +110,8 @@ class StreamReader:
         self.transform = transform
         self.stopped_reason: str | None = None   # why the source ended early (a read error), if it did
         self.damaged_packets = 0                 # packets that would not decode (skipped)
-        try:
-            self._c = av.open(self.source, mode="r", format=input_format, options=dict(options or {}),
-                              timeout=(timeout_s, timeout_s), metadata_errors="replace")
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{self.source}: cannot open the stream ({_one_line(e)})") from None
-        except (OSError, ValueError) as e:
-            raise MediaError(f"{self.source}: cannot open ({_one_line(e)})") from None
+        self._c = open_live_input(self.source, input_format=input_format, options=options, timeout_s=timeout_s,
+                                  what="the stream")
         try:
             if not self._c.streams.video:
                 raise MediaError(f"{self.source}: no video stream")

@@ -39,6 +39,17 @@ def one_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+def open_live_input(source: str, *, input_format: str | None, options: dict | None, timeout_s: float,
+                    what: str) -> "av.container.InputContainer":
+    """An FFmpeg input for live reading: ``timeout_s`` bounds opening and then each read. ``what`` names
+    the input in the one-line MediaError raised when it cannot be opened ("the stream", "the audio source")."""
+    try:
+        return av.open(source, mode="r", format=input_format, options=dict(options or {}),
+                       timeout=(timeout_s, timeout_s), metadata_errors="replace")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"{source}: cannot open {what} ({one_line(e)})") from None
+
+
 class SampleBuffer:
     """Thread-safe 16 kHz mono samples from absolute index :attr:`base` on, until :meth:`end`.
 
@@ -111,13 +122,8 @@ class AudioInput:
                  realtime: bool = False, timeout_s: float = 10.0) -> None:
         self.source = str(source)
         self.realtime = realtime
-        try:
-            self._c = av.open(self.source, mode="r", format=input_format, options=dict(options or {}),
-                              timeout=(timeout_s, timeout_s), metadata_errors="replace")
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{self.source}: cannot open the audio source ({one_line(e)})") from None
-        except (OSError, ValueError) as e:
-            raise MediaError(f"{self.source}: cannot open the audio source ({one_line(e)})") from None
+        self._c = open_live_input(self.source, input_format=input_format, options=options, timeout_s=timeout_s,
+                                  what="the audio source")
         if not self._c.streams.audio:
             self._c.close()
             raise NoAudioError(f"{self.source}: the audio source has no audio stream")
