@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +67,16 @@ class FaultySpec(ModelSpec):
 
     def create(self):
         return _Faulty(super().create(), self)
+
+
+def kill_when_busy(marker: Path, stop: threading.Event, killed: list) -> None:
+    """The test's hand: wait for the stalled actor to say its pid, then SIGKILL that process."""
+    while not stop.is_set():
+        busy = marker / "busy"
+        if busy.exists():
+            pid = int(busy.read_text())
+            (marker / "killed").touch()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.05)

@@ -231,8 +231,6 @@ def test_url_sources_compare_canonical_urls_and_redirects(server, web):
 def test_a_replica_that_dies_answers_503_and_the_next_request_is_served(server, demo_graphs, scale_videos, tmp_path):
     """The model replica's process is killed (by the test) while it runs a request: that request gets 503 with one
     line, Serve replaces the replica, and the next request gets its masks."""
-    import os
-    import signal
     import threading
     import time
 
@@ -256,21 +254,11 @@ def test_a_replica_that_dies_answers_503_and_the_next_request_is_served(server, 
             if status == 200:
                 break
             time.sleep(1)
-        killed = []
-
-        def hand():
-            while time.monotonic() < deadline and not killed:
-                busy = marker / "busy"
-                if busy.exists():
-                    pid = int(busy.read_text())
-                    (marker / "killed").touch()
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                time.sleep(0.05)
-
-        t = threading.Thread(target=hand, daemon=True)
+        killed, stop = [], threading.Event()
+        t = threading.Thread(target=fault_runner.kill_when_busy, args=(marker, stop, killed), daemon=True)
         t.start()
         status, doc = call(server, "/faulty/v1/segment", scale_videos["gen01"].read_bytes(), timeout=120)
+        stop.set()
         t.join(5)
         assert killed, "the replica never stalled"
         assert_one_line_error(status, doc, 503, "model replica stopped", "send the request again")

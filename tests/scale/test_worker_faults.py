@@ -9,29 +9,14 @@ from __future__ import annotations
 import gc
 import json
 import os
-import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from .conftest import GOOD
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def kill_when_busy(marker: Path, stop: threading.Event, killed: list) -> None:
-    """The test's hand: wait for the stalled actor to say its pid, then SIGKILL that process."""
-    while not stop.is_set():
-        busy = marker / "busy"
-        if busy.exists():
-            pid = int(busy.read_text())
-            (marker / "killed").touch()
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            return
-        time.sleep(0.05)
 
 
 def test_batch_actor_killed_mid_job_and_a_poison_video(ray_cluster, scale_videos, demo_graphs, tmp_path):
@@ -53,7 +38,7 @@ def test_batch_actor_killed_mid_job_and_a_poison_video(ray_cluster, scale_videos
                       rerun_timeout_s=300,
                       plan_options={"actors": 1, "videos_per_batch": 1, "threads": 1})
     stop, killed = threading.Event(), []
-    hand = threading.Thread(target=kill_when_busy, args=(marker, stop, killed), daemon=True)
+    hand = threading.Thread(target=fault_runner.kill_when_busy, args=(marker, stop, killed), daemon=True)
     hand.start()
     rows = []
     import ray
