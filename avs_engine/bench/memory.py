@@ -17,15 +17,22 @@ from pathlib import Path
 MiB = 1024 * 1024
 
 
-def _status_kib(field: str, pid: int | str = "self") -> int | None:
+def _status_kibs(pid: int | str, *fields: str) -> dict[str, int] | None:
+    """The named kB fields of /proc/<pid>/status (those present); None when the process is gone."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
+    out = {}
     for line in text.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])  # "VmHWM:    123456 kB"
-    return None
+        name, _, rest = line.partition(":")
+        if name in fields:
+            out[name] = int(rest.split()[0])  # "VmHWM:    123456 kB"
+    return out
+
+
+def _status_kib(field: str, pid: int | str = "self") -> int | None:
+    return (_status_kibs(pid, field) or {}).get(field)
 
 
 def current_rss_bytes(pid: int | str = "self") -> int | None:
@@ -94,11 +101,11 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = current_rss_bytes(self.pid)
-            if rss is None:  # the process is gone
+            kib = _status_kibs(self.pid, "VmRSS", "VmHWM")
+            if not kib or "VmRSS" not in kib:  # the process is gone
                 return
-            self.samples.append((time.perf_counter() - self._t0, rss))
-            self.high_water = max(self.high_water, (_status_kib("VmHWM", self.pid) or 0) * 1024)
+            self.samples.append((time.perf_counter() - self._t0, kib["VmRSS"] * 1024))
+            self.high_water = max(self.high_water, kib.get("VmHWM", 0) * 1024)
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> "RssSampler":
