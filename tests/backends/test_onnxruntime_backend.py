@@ -18,11 +18,6 @@ from tests.export import helpers
 REPO = Path(avs_engine.__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_engine(tmp_path_factory):
-    return helpers.tiny_engine(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture(scope="module")
 def ort_runner(tiny_engine):
     with create_runner("onnxruntime", engine_dir=tiny_engine) as r:

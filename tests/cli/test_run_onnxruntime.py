@@ -8,14 +8,13 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from avs_engine.cli.export import main as export_main
 from avs_engine.cli.run import main as run_main
 
 
-def test_onnxruntime_backend_matches_torch(tmp_path, tiny_bundle, sample_video):
-    graphs = tmp_path / "graphs"
-    r = CliRunner().invoke(export_main, ["onnx", "--weights", str(tiny_bundle), "--out", str(graphs), "--precision", "fp32", "--no-verify"])
-    assert r.exit_code == 0, r.output
+def test_onnxruntime_backend_matches_torch(tmp_path, tiny_bundle, tiny_engine, sample_video):
+    """The test run's tiny export (``avs-export onnx --config tiny --seed 0``: tiny_bundle's weights) against
+    the torch route on those weights."""
+    graphs = tiny_engine
     common = [str(sample_video), "--quiet", "--no-overlay"]
     t = CliRunner().invoke(run_main, common + ["--weights", str(tiny_bundle), "--project", str(tmp_path / "t")])
     o = CliRunner().invoke(run_main, common + ["--backend", "onnxruntime", "--engine-dir", str(graphs), "--project", str(tmp_path / "o")])

@@ -24,12 +24,12 @@ def assert_one_error_line(result, *words):
 
 def test_export_verify_and_report(tmp_path_factory):
     """The session's tiny export ran through this command (tests/export/helpers.py): its output."""
-    r = helpers.tiny_export_output(tmp_path_factory.getbasetemp())
+    output = helpers.tiny_export_output(tmp_path_factory.getbasetemp())
     out = helpers.tiny_engine(tmp_path_factory.getbasetemp())
     for text in ("model: tiny (random weights, seed 0)", "[4/4] mask_decoder", "parity vs PyTorch float32",
                  "image_encoder.enc", "whole chain fp32", "whole chain fp16", f"saved to {out}"):
-        assert text in r.output, (text, r.output)
-    assert "FAIL" not in r.output and not any(line.startswith("error:") for line in r.output.splitlines())
+        assert text in output, (text, output)
+    assert "FAIL" not in output and not any(line.startswith("error:") for line in output.splitlines())
     m = read_manifest(out)
     assert m.precisions == ["fp32", "fp16"]
     assert m.parity["ok"] is True and m.parity["T"] == helpers.VERIFY_T and m.parity["fp16_reference"] == "rounded"
