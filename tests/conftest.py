@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not item.nodeid.startswith("tests/scale/"))
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: a run without pytest-xdist has no such hook
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` (the default options, 2 workers) with one change: every test under tests/scale
     goes to one worker, one file after another, on the one local Ray that folder starts; a test file's
