@@ -37,19 +37,14 @@ def profile_onnxruntime(graphs: Path, precision: str, threads: int) -> tuple[str
     import onnxruntime as ort
 
     from avs_engine.artifacts.graph_manifest import read_manifest
-    from avs_engine.artifacts.profiles import CPU_SESSION_MEMORY_OPTIONS
+    from avs_engine.backends.onnxruntime_backend import session_options
 
     path = read_manifest(graphs, check_hashes=False).graph_path(precision, "image_encoder")
     image, a128 = _inputs()
     feeds = {"image": image, "a128": a128}
 
     def session(profile: bool):
-        o = ort.SessionOptions()
-        o.intra_op_num_threads = threads
-        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        for key, value in CPU_SESSION_MEMORY_OPTIONS.items():
-            setattr(o, key, value)
+        o = session_options(ort, threads)
         if profile:
             o.enable_profiling = True
             o.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "enc")

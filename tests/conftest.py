@@ -54,7 +54,6 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-
 def pytest_collection_modifyitems(items):
     """tests/scale first (stable order otherwise): its single Ray worker is the longest share of a
     2-worker run, so it starts while the other worker takes the rest."""

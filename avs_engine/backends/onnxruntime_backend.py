@@ -54,6 +54,21 @@ def _in_words(entry) -> str:
     return f"int8 ({q.get('plan', {}).get('method', '?')}; {quantized} quantized, per-channel int8 weights; the rest float32)"
 
 
+def session_options(ort, threads: int | None):
+    """The SessionOptions of every stage's session (benchmarks that time a graph use the same):
+    all graph optimisations, ``threads`` intra-op threads (None: ONNX Runtime's default), no
+    busy-waiting between runs (the runtime decodes the next clip on the same cores while this
+    one runs), and ``CPU_SESSION_MEMORY_OPTIONS``."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in CPU_SESSION_MEMORY_OPTIONS.items():
+        setattr(options, key, value)
+    return options
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
@@ -134,15 +149,7 @@ class OnnxRuntimeRunner(Runner):
                                "(use fp16 graphs on a GPU)")
         manifest.graph(precision, STAGE_ORDER[0])  # a clear error when that precision was not exported
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        # No busy-waiting between runs: the runtime decodes the next clip on the
-        # same cores while this one runs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        for key, value in CPU_SESSION_MEMORY_OPTIONS.items():
-            setattr(options, key, value)
+        options = session_options(ort, self.threads)
         provider_options = [self._provider_options(p) for p in self.providers]
         sessions = {}
         for stage in STAGE_ORDER:
