@@ -21,7 +21,7 @@ there: it folds only when ``k_h + k_w <= MAX_FOLDED_COORDS``.
 from __future__ import annotations
 
 import torch
-from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from segment_anything.modeling.image_encoder import Attention, add_decomposed_rel_pos, get_rel_pos
 from torch import nn
 
 MAX_FOLDED_COORDS = 64  # k_h + k_w up to which the bias goes into the matmul (windows, small grids)
@@ -47,15 +47,28 @@ class RelPosMatmulAttention(Attention):
             return super().forward(x)
         qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, B * self.num_heads, H * W, -1).unbind(0)  # [B*heads, N, d] each
+        x = self.attend(q, k, v, H, W).view(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+        return self.proj(x)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """The attention of one H x W grid per batch row, before ``proj``.
+
+        q, k, v [B*heads, H*W, d] (q unscaled, as ``qkv`` gives it) -> [B*heads, H*W, d]. The folded form
+        where :meth:`folds`, SAM's (``add_decomposed_rel_pos`` on the full scores) otherwise.
+        """
+        if not self.use_rel_pos:
+            return ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        if not self.folds(H, W):
+            attn = add_decomposed_rel_pos((q * self.scale) @ k.transpose(-2, -1), q, self.rel_pos_h, self.rel_pos_w,
+                                          (H, W), (H, W))
+            return attn.softmax(dim=-1) @ v
         r_q = q.reshape(-1, H, W, q.shape[-1])
         rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(H, H, self.rel_pos_h)).reshape(-1, H * W, H)
         rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(W, W, self.rel_pos_w)).reshape(-1, H * W, W)
-        j = torch.arange(H * W, device=x.device)
+        j = torch.arange(H * W, device=q.device)
         coords = torch.cat(
-            [j[:, None] // W == torch.arange(H, device=x.device), j[:, None] % W == torch.arange(W, device=x.device)], 1
+            [j[:, None] // W == torch.arange(H, device=q.device), j[:, None] % W == torch.arange(W, device=q.device)], 1
         ).to(q.dtype)  # [N, H+W]: one-hot key row and column
         q_ext = torch.cat([q * self.scale, rel_h, rel_w], dim=-1)  # [B*heads, N, d+H+W]
         k_ext = torch.cat([k, coords.expand(k.shape[0], -1, -1)], dim=-1)
-        attn = (q_ext @ k_ext.transpose(-2, -1)).softmax(dim=-1)
-        x = (attn @ v).view(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
-        return self.proj(x)
+        return (q_ext @ k_ext.transpose(-2, -1)).softmax(dim=-1) @ v

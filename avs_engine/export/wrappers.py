@@ -22,7 +22,11 @@ returns a copy that shares every parameter with the model but has
   small global grids) the relative-position bias goes inside the score matmul
   instead of two broadcast adds; on the 64x64 global grids the queries run in
   blocks of grid rows, so no [heads, N, N] score matrix exists in the graph
-  (vit_h, one frame: 1.07 GB per score tensor otherwise).
+  (vit_h, one frame: 1.07 GB per score tensor otherwise);
+* every windowed encoder block swapped for
+  :class:`~avs_engine.exact.windowed_block.WindowedBlock`: ``qkv`` on the real
+  tokens only (a padded token's qkv is the bias) and ``proj`` after the crop,
+  which skips 16% of those two products on a 64x64 grid of 14x14 windows.
 
 The random-Fourier positional encoding (``STBAVA.dense_pe``) depends on no
 input: the exporter's constant folding turns it into one constant of the
@@ -48,6 +52,7 @@ from torch import nn
 from ..exact.folded_decoder import FoldedAttention
 from ..exact.fused_fusion import FusedAVFusionBlock
 from ..exact.blocked_attention import BlockedAttention
+from ..exact.windowed_block import WindowedBlock, is_windowed
 from ..reference.fusion import AVFusionBlock
 from ..reference.model import STBAVA
 
@@ -101,7 +106,8 @@ def swap_modules(root: nn.Module, replace: Callable[[str, nn.Module], nn.Module 
 def export_copy(model: STBAVA) -> STBAVA:
     """The model as the graphs see it: LayerNorm2d as :class:`ChannelLayerNorm`, the
     ST-BAVA blocks fused, the decoder's attention folded, the encoder's rel-pos bias
-    in its score matmul (windows) or its queries in blocks (global grids) (module docstring).
+    in its score matmul (windows) or its queries in blocks (global grids), the windowed blocks' qkv on
+    the real tokens only (module docstring).
 
     The copy shares parameters with ``model`` (no memory for vit_h's 2.5 GB);
     ``model`` is unchanged.
@@ -114,6 +120,8 @@ def export_copy(model: STBAVA) -> STBAVA:
             return FusedAVFusionBlock.from_block(module)
         if type(module) is Attention:
             return FoldedAttention(module)
+        if is_windowed(module):
+            return WindowedBlock(module)
         if type(module) is EncoderAttention and module.use_rel_pos:
             return BlockedAttention(module)
         return None

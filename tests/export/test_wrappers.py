@@ -22,7 +22,12 @@ def test_export_copy_swaps_layernorm2d_and_shares_weights(tiny_model):
     assert copy.state_dict().keys() == tiny_model.state_dict().keys()
     # the exact-algebra forms (tests/kernels) are in the copy only
     kinds = {type(m).__name__ for m in copy.modules()} - {type(m).__name__ for m in tiny_model.modules()}
-    assert kinds == {"ChannelLayerNorm", "FusedAVFusionBlock", "FoldedAttention", "BlockedAttention"}
+    assert kinds == {"ChannelLayerNorm", "FusedAVFusionBlock", "FoldedAttention", "BlockedAttention", "WindowedBlock",
+                     "RelPosMatmulAttention"}
+    for ref_block, block in zip(tiny_model.image_encoder.blocks, copy.image_encoder.blocks):
+        # windowed blocks are whole WindowedBlocks; global ones keep SAM's block with blocked attention
+        assert type(block).__name__ == ("WindowedBlock" if ref_block.window_size else "Block")
+        assert block.attn.qkv is ref_block.attn.qkv
     assert copy.image_encoder.neck[1].weight is tiny_model.image_encoder.neck[1].weight
     after = tiny_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
