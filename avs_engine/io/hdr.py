@@ -70,7 +70,10 @@ class HdrStatic:
     def from_frame(cls, frame: av.VideoFrame) -> "HdrStatic":
         """The records a decoded frame carries (empty when it carries none; a record of the wrong size is ignored)."""
         found: dict = {}
-        for sd in frame.side_data:
+        container = frame.side_data
+        for item in container:
+            # up to PyAV 18.1.0 iterating gives the records; from 18.1.1 it gives their types (the mapping's keys)
+            sd = item if hasattr(item, "type") else container[item]
             kind = getattr(sd.type, "name", str(sd.type))
             raw = bytes(sd)
             if kind == "MASTERING_DISPLAY_METADATA" and len(raw) >= _MDCV.size:
