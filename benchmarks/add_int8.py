@@ -1,9 +1,6 @@
-"""Add the INT8 set to an existing FP32 export (what ``avs-export onnx --precision fp32,int8`` does
-after its FP32 step), without exporting the FP32 graphs again: vit_h's FP32 export takes minutes.
+"""Add the INT8 set to an existing FP32 export for a measurement.
 
-Quantizes each FP32 graph by its plan, checks it against the FP32 chain on generated clips
-(``avs_engine.export.int8_export.build_int8`` with ``checks.int8_check``: the same check, the same bar) and writes the
-``int8`` entries into the folder's manifest.
+Checked, this is ``avs-export int8 <folder>`` (``avs_engine.export.int8_add``: the same check, the same bar):
 
     python benchmarks/add_int8.py <avs-export onnx folder> --clips 1 -T 2
 
@@ -22,8 +19,7 @@ from avs_engine.artifacts.graph_manifest import read_manifest
 from avs_engine.artifacts.spec import STAGE_ORDER
 from avs_engine.export.int8 import PLANS, quantize_graph
 from avs_engine.checks.int8_check import DEFAULT_MIN_IOU, int8_inputs
-from avs_engine.export.int8_export import build_int8
-from avs_engine.export.onnx_export import _entry, external_data_files
+from avs_engine.export.int8_add import add_int8_set, int8_entries
 
 
 def main() -> None:
@@ -40,18 +36,12 @@ def main() -> None:
     t0 = time.perf_counter()
     if a.no_check:
         files, records = quantize_unchecked(a.folder, fp32)
+        manifest.graphs["int8"] = int8_entries(a.folder, files, records)
+        manifest.write(a.folder)
     else:
         inputs = int8_inputs(config, clips=a.clips, T=a.T, min_iou=DEFAULT_MIN_IOU)
-        files, records = build_int8(a.folder, fp32, config, calibration=inputs["int8_calibration"],
-                                    check=inputs["int8_check"], threads=a.threads, progress=print)
-    manifest.graphs["int8"] = {}
-    for stage in STAGE_ORDER:
-        f = files[stage]
-        listed = [f, *external_data_files(f)]
-        entry = _entry(a.folder, stage, "int8", listed)
-        entry.quantization = records[stage]
-        manifest.graphs["int8"][stage] = entry
-    manifest.write(a.folder)
+        manifest = add_int8_set(a.folder, calibration=inputs["int8_calibration"], check=inputs["int8_check"],
+                                threads=a.threads, progress=print)
     print(f"int8 set written in {time.perf_counter() - t0:.0f} s: {manifest.path}")
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 
 from avs_engine.artifacts.graph_manifest import read_manifest, sha256_file
 from avs_engine.models import DEMO_GRAPHS, DEMO_WEIGHTS
+from tests.no_torch import no_torch_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,27 +34,11 @@ def test_package_data_ships_the_graphs():
     assert '"**/*.onnx"' in text and '"**/*.json"' in text and '"**/*.safetensors"' in text
 
 
-_NO_TORCH = textwrap.dedent("""
-    import sys
-
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "segment_anything", "safetensors"):
-                raise ImportError(f"{name} is blocked in this test (a torch-free install)")
-            return None
-
-    sys.meta_path.insert(0, _NoTorch())
-""")
-
-
 def test_demo_runs_without_torch_and_matches_the_torch_backend(tmp_path, sample_video):
     """avs-run with no model option in a process where torch cannot be imported gives the torch backend's masks."""
     from avs_engine.cli.run import main
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(_NO_TORCH)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(ROOT)]))
+    env = no_torch_env(tmp_path)
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked" in probe.stderr  # the hook works
     r = subprocess.run([sys.executable, "-m", "avs_engine.cli.run", str(sample_video), "--project", str(tmp_path / "o"), "--quiet", "--no-overlay"],

@@ -20,6 +20,7 @@ def main():
 
     \b
     avs-export onnx   the four ONNX graphs (FP32, FP16 and/or INT8) + manifest + parity report
+    avs-export int8   add the INT8 set to an existing export (no PyTorch, no export again)
     avs-export build  TensorRT engines (fp16 or fp32) from those graphs (needs TensorRT and a GPU)
     avs-export check  ONNX Runtime vs the TensorRT engines, per graph and by mask IoU
     """
@@ -93,6 +94,46 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
             echo_err(f"parity check failed ({'; '.join(report.failures())}); graphs left in {out}")
             sys.exit(1)
     click.echo(f"graphs and manifest saved to {out}")
+
+
+@main.command("int8", context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@clip_seconds_option("Clip length T of the generated clips the INT8 graphs are checked on.", default=2)
+@click.option("--clips", type=click.IntRange(1), default=2, show_default=True,
+              help="Generated clips (of -T seconds) on which each INT8 graph is checked against its FP32 graph.")
+@click.option("--min-iou", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="A graph ships in INT8 only if the chain with it swapped in keeps a median per-frame mask IoU "
+                   "against FP32 of at least this; otherwise its stage stays FP32 (the manifest says so).")
+@threads_option()
+@version_option()
+def int8_cmd(folder, clip_seconds, clips, min_iou, threads):
+    """Add the INT8 set to FOLDER, an avs-export onnx folder with FP32 graphs.
+
+    Quantizes each FP32 graph (int8 weight products, for CPUs) and checks it
+    against the FP32 chain on generated clips, one line per stage, exactly as
+    avs-export onnx --precision fp32,int8 does; a stage whose INT8 graph misses
+    --min-iou runs its FP32 graph in the int8 set. Writes FOLDER/int8/ and the
+    manifest's int8 set (replacing an earlier one); run it with avs-run
+    --precision int8 --engine-dir FOLDER. Needs onnx and onnxruntime, not
+    PyTorch. Exit code 2 for bad input.
+    """
+    try:
+        from ..checks.int8_check import int8_inputs
+        from ..artifacts.graph_manifest import read_manifest
+        from ..export.int8_add import add_int8_set
+
+        config = read_manifest(folder, check_hashes=False).model_config()
+        click.echo(f"model: {config.name} -> int8 set in {folder}")
+        given = int8_inputs(config, clips=clips, T=clip_seconds, min_iou=min_iou)
+        add_int8_set(folder, calibration=given["int8_calibration"], check=given["int8_check"], threads=threads,
+                     progress=click.echo)
+    except ModuleNotFoundError as e:
+        echo_err(f"avs-export int8 needs {e.name}: pip install 'avs-engine[ort]' onnx")
+        sys.exit(2)
+    except (AvsError, OSError) as e:
+        echo_err(str(e))
+        sys.exit(2)
+    click.echo(f"int8 set saved to {folder}")
 
 
 def export_precision(precision) -> str:

@@ -29,7 +29,8 @@ from ..reference.model import STBAVA
 from ..artifacts.spec import STAGE_ORDER, STAGES, StageSpec, dims_for
 from .fp16 import FLOAT32_ISLANDS, convert_fp16
 from .graph_passes import split_long_reductions
-from ..artifacts.graph_manifest import FileEntry, GraphEntry, Manifest, io_spec
+from ..artifacts.graph_manifest import GraphEntry, Manifest
+from .graph_entries import external_data_files, graph_entry as _entry
 from .wrappers import graph_modules
 
 DEFAULT_OPSET = 20
@@ -78,22 +79,6 @@ def _quiet():
 
 def _initializer_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
-
-
-def external_data_files(path: Path) -> list[Path]:
-    """The external-data files an ONNX file refers to (read without loading them)."""
-    m = onnx.load(str(path), load_external_data=False)
-    tensors = list(m.graph.initializer) + [
-        a.t for n in m.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
-    ]
-    locations = {
-        e.value
-        for t in tensors
-        if t.data_location == onnx.TensorProto.EXTERNAL
-        for e in t.external_data
-        if e.key == "location"
-    }
-    return [path.parent / loc for loc in sorted(locations)]
 
 
 def _clear(path: Path) -> None:
@@ -192,17 +177,6 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def _entry(root: Path, stage: str, precision: str, files: list[Path], islands: Iterable[str] = ()) -> GraphEntry:
-    return GraphEntry(
-        stage=stage,
-        precision=precision,
-        onnx=FileEntry.of(root, files[0]),
-        external_data=[FileEntry.of(root, f) for f in files[1:]],
-        io=io_spec(STAGES[stage]),
-        float32_islands=list(islands),
-    )
-
-
 def precision_set(precision: str | Iterable[str]) -> tuple[str, ...]:
     """``"both"``, ``"fp32,int8"``, ``("fp16", "int8")``... -> the graph sets to write, in fp32/fp16/int8 order."""
     parts = precision.split(",") if isinstance(precision, str) else list(precision)
@@ -275,16 +249,13 @@ def export_onnx(
         fp32_files[stage] = files
         progress(msg)
     if "int8" in precisions:
+        from .int8_add import int8_entries
         from .int8_export import build_int8
 
         int8_files, records = build_int8(out, {s: f[0] for s, f in fp32_files.items()}, config,
                                          calibration=list(int8_calibration), check=int8_check, threads=threads,
                                          progress=progress)
-        for stage in STAGE_ORDER:
-            f = int8_files[stage]
-            entry = _entry(out, stage, "int8", fp32_files[stage] if f == fp32_files[stage][0] else [f, *external_data_files(f)])
-            entry.quantization = records[stage]
-            graphs["int8"][stage] = entry
+        graphs["int8"] = int8_entries(out, int8_files, records)
     if "fp32" not in precisions:
         # FP32 graphs that the int8 set runs (stages that stayed fp32) stay on disk, listed under int8 only.
         needed = {g.onnx.file for g in graphs.get("int8", {}).values()}

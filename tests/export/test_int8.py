@@ -1,5 +1,6 @@
-"""INT8 graphs: avs-export onnx --precision int8 on the bundled demo model (trained weights), the manifest's
-record of what was quantized, the fall-back to FP32 when a graph misses the bar, and the INT8 chain against FP32."""
+"""INT8 graphs of the bundled demo model (trained weights): avs-export int8 on its shipped FP32 graphs and
+avs-export onnx --precision int8, the manifest's record of what was quantized, the fall-back to FP32 when a
+graph misses the bar, a failure that leaves the folder as it was, and the INT8 chain against FP32."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ INTEGER_OPS = {"MatMulNBits", "MatMulInteger", "DynamicQuantizeLinear", "Quantiz
 
 @pytest.fixture(scope="module")
 def int8_export(tmp_path_factory):
-    """The demo model exported as fp32 + int8 by the real command (checked on 2 generated clips of 2 s)."""
+    """The demo's shipped graphs with the int8 set added by the real command (checked on 2 generated clips of 2 s)."""
     from tests.int8_graphs import demo_int8
 
     return demo_int8(tmp_path_factory.getbasetemp())
@@ -29,7 +30,8 @@ def int8_export(tmp_path_factory):
 def test_export_writes_int8_graphs_and_says_what_was_quantized(int8_export):
     out, output = int8_export
     m = read_manifest(out)  # every listed file present with its sha256
-    assert m.precisions == ["fp32", "int8"]
+    assert m.precisions == ["fp32", "fp16", "int8"]
+    assert not list(out.glob(".int8-staging-*"))  # the staging folder is gone
     lines = [ln for ln in output.splitlines() if " int8 " in ln and ln.startswith("[")]
     assert len(lines) == len(STAGE_ORDER)  # one line per stage
     computes = m.stage_precisions("int8")
@@ -110,6 +112,98 @@ def test_int8_only_export_keeps_just_the_fp32_graphs_it_runs(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "g" / "fp32").glob("*.onnx"))
     assert kept == sorted(f"{s}.onnx" for s, p in m.stage_precisions("int8").items() if p == "fp32")
     assert verify_export(model, res.manifest) is None  # nothing to compare with PyTorch besides the int8 check
+
+
+def _demo_copy(dst: Path) -> Path:
+    shutil.copytree(DEMO_GRAPHS, dst)
+    return dst
+
+
+def test_add_int8_refuses_folders_it_cannot_quantize(tmp_path):
+    """No manifest, or no fp32 set: one line naming the problem, exit 2, nothing written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from avs_engine.cli.export import main
+
+    r = CliRunner().invoke(main, ["int8", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "not found" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["int8", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "manifest" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert list((tmp_path / "empty").iterdir()) == []
+    only16 = _demo_copy(tmp_path / "only16")
+    doc = json.loads((only16 / "manifest.json").read_text())
+    del doc["graphs"]["fp32"]
+    (only16 / "manifest.json").write_text(json.dumps(doc))
+    before = sorted(p.relative_to(only16) for p in only16.rglob("*"))
+    r = CliRunner().invoke(main, ["int8", str(only16)])
+    assert r.exit_code == 2 and "no fp32 graphs" in r.output, r.output
+    assert sorted(p.relative_to(only16) for p in only16.rglob("*")) == before
+
+
+def test_add_int8_that_fails_leaves_the_folder_as_it_was(tmp_path, int8_export):
+    """A check that raises on the third stage: the earlier int8 set, its files and the manifest are untouched."""
+    from avs_engine.checks.int8_check import int8_inputs
+    from avs_engine.export.int8_add import add_int8_set
+
+    folder = tmp_path / "g"
+    shutil.copytree(int8_export[0], folder)
+    manifest_before = (folder / "manifest.json").read_bytes()
+    files_before = {p.relative_to(folder): p.read_bytes() for p in (folder / "int8").iterdir()}
+    given = int8_inputs(read_manifest(folder).model_config(), clips=1, T=2)
+    calls = []
+
+    def failing_check(stage, int8_session, fp32_sessions):
+        calls.append(stage)
+        if len(calls) == 2:  # audio stays fp32 unchecked: the second checked stage is the third stage
+            raise OSError("disk full (simulated)")
+        return given["int8_check"](stage, int8_session, fp32_sessions)
+
+    with pytest.raises(OSError, match="simulated"):
+        add_int8_set(folder, calibration=given["int8_calibration"], check=failing_check, threads=1)
+    assert calls == ["image_encoder", "fusion"]
+    assert (folder / "manifest.json").read_bytes() == manifest_before
+    assert {p.relative_to(folder): p.read_bytes() for p in (folder / "int8").iterdir()} == files_before
+    assert not list(folder.glob(".int8-staging-*"))
+    read_manifest(folder)  # every listed file still has its recorded hash
+
+
+def test_add_int8_needs_no_torch(tmp_path):
+    """avs-export int8 in a process where torch cannot be imported: the set is written and runs."""
+    import subprocess
+    import sys
+
+    from tests.no_torch import no_torch_env
+
+    folder = _demo_copy(tmp_path / "g")
+    code = "from avs_engine.cli.export import main; main()"
+    r = subprocess.run([sys.executable, "-c", code, "int8", str(folder), "--clips", "1", "--threads", "1"],
+                       env=no_torch_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "int8 set saved" in r.stdout
+    assert read_manifest(folder).stage_precisions("int8")["image_encoder"] == "int8"
+
+
+@pytest.mark.slow  # exports the demo model again (~60 s on 2 cores); the default tests add int8 to the shipped graphs
+def test_onnx_export_with_int8_matches_adding_it_afterwards(tmp_path, int8_export):
+    """avs-export onnx --precision fp32,int8 from the demo's weights writes the same int8 set as avs-export int8
+    on the shipped graphs: the same graphs quantized, the same check figures."""
+    from click.testing import CliRunner
+
+    from avs_engine.cli.export import main
+
+    r = CliRunner().invoke(main, ["onnx", "--weights", str(DEMO_WEIGHTS), "--out", str(tmp_path / "g"),
+                                  "--precision", "fp32,int8", "--no-verify", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    exported, added = read_manifest(tmp_path / "g"), read_manifest(int8_export[0])
+    assert exported.precisions == ["fp32", "int8"]
+    for stage in STAGE_ORDER:
+        a, b = exported.graph("int8", stage).quantization, added.graph("int8", stage).quantization
+        assert a["computes"] == b["computes"] and a["quantized"] == b["quantized"]
+        if "check" in a:
+            assert a["check"]["iou_median"] == pytest.approx(b["check"]["iou_median"], abs=1e-3)
 
 
 def test_precision_set_parses_mixes():
