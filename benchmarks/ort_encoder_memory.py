@@ -27,11 +27,14 @@ HERE = Path(__file__).resolve().parent
 OPTIONS = {"default": {}, "no_pattern": {"pattern": False}, "no_arena": {"arena": False},
            "no_arena_no_pattern": {"arena": False, "pattern": False},
            "no_pattern_no_reuse": {"pattern": False, "reuse": False},  # the backend's CPU sessions
-           "no_arena_no_pattern_no_reuse": {"arena": False, "pattern": False, "reuse": False}}
+           "no_arena_no_pattern_no_reuse": {"arena": False, "pattern": False, "reuse": False},
+           # the backend's sessions when it runs one frame per call: the frame count fixed at load, so that
+           # ONNX Runtime's optimiser sees static shapes (bias adds fused into Gemm)
+           "no_pattern_no_reuse_fixed": {"pattern": False, "reuse": False, "fixed": True}}
 
 
 def child(graphs: str, precision: str, T: int, frames: int, runs: int, arena: bool, pattern: bool, reuse: bool,
-          threads: int) -> None:
+          threads: int, fixed: bool = False) -> None:
     import numpy as np
     import onnxruntime as ort
 
@@ -47,6 +50,8 @@ def child(graphs: str, precision: str, T: int, frames: int, runs: int, arena: bo
     o.enable_cpu_mem_arena = arena
     o.enable_mem_pattern = pattern
     o.enable_mem_reuse = reuse
+    if fixed:
+        o.add_free_dimension_override_by_name("T", frames)
     t0 = time.perf_counter()
     sess = ort.InferenceSession(str(manifest.graph_path(precision, "image_encoder")), o, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - t0
@@ -79,10 +84,11 @@ def main() -> None:
     ap.add_argument("--arena", type=int, default=1)
     ap.add_argument("--pattern", type=int, default=1)
     ap.add_argument("--reuse", type=int, default=1)
+    ap.add_argument("--fixed", type=int, default=0)
     a = ap.parse_args()
     if a.child:
         child(a.graphs, a.precision, a.T, a.frames[0], a.runs, bool(a.arena), bool(a.pattern), bool(a.reuse),
-              a.threads)
+              a.threads, bool(a.fixed))
         return
     import onnxruntime
 
@@ -93,11 +99,12 @@ def main() -> None:
     started = dt.datetime.now(dt.timezone.utc)
     rows = []
     for opt in a.options or ["default"]:
-        o = {"arena": True, "pattern": True, "reuse": True, **OPTIONS[opt]}
+        o = {"arena": True, "pattern": True, "reuse": True, "fixed": False, **OPTIONS[opt]}
         for frames in a.frames or [1]:
             cmd = [sys.executable, __file__, "--child", "--graphs", a.graphs, "--precision", a.precision, "--T", str(a.T),
                    "--frames", str(frames), "--runs", str(a.runs), "--threads", str(a.threads),
-                   "--arena", str(int(o["arena"])), "--pattern", str(int(o["pattern"])), "--reuse", str(int(o["reuse"]))]
+                   "--arena", str(int(o["arena"])), "--pattern", str(int(o["pattern"])), "--reuse", str(int(o["reuse"])),
+                   "--fixed", str(int(o["fixed"]))]
             r = subprocess.run(cmd, capture_output=True, text=True)
             row = {"options": opt, "frames_per_call": frames}
             if r.returncode != 0:

@@ -6,6 +6,13 @@ Forms (both exported alone with the exporter the graphs use, input [1, 64, 64, C
             70x70, qkv / attention / proj on 4900 tokens, crop
   windowed  qkv on the 4096 real tokens, padded with its bias; proj after the crop;
             windows and heads split by one transpose each way
+  zeropad   as windowed, but k and v without their bias, so the padding is one zero Pad: the
+            k bias shifts every score of a query by the same amount (the softmax drops it) and
+            the v bias passes through the softmax's weights unchanged, so it joins proj's bias
+            (tried for the graphs, not adopted: no faster)
+
+``--dynamic-frames`` exports the frame axis dynamic, as in the image-encoder graph (ONNX Runtime
+then cannot fold the padding's bias rows into constants).
 
 INT8 graphs are the FP32 ones quantized with the image encoder's plan (dynamic, weight
 products only). Every graph is checked against SAM's block in float64 (relative L2).
@@ -29,7 +36,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FORMS = ("sam", "windowed")
+FORMS = ("sam", "windowed", "zeropad")
 
 
 def _block(preset: str):
@@ -50,6 +57,34 @@ def _block(preset: str):
     return cfg, block
 
 
+def _zeropad_block(block):
+    """``WindowedBlock`` with the k/v biases moved out of the padding (module docstring: zeropad)."""
+    import torch
+    import torch.nn.functional as F
+
+    from avs_engine.exact.windowed_block import WindowedBlock
+
+    class ZeroPadWindowedBlock(WindowedBlock):
+        def forward(self, x):
+            _, H, W, C = x.shape
+            ws, heads = self.window_size, self.attn.num_heads
+            d = C // heads
+            pad_h, pad_w = (ws - H % ws) % ws, (ws - W % ws) % ws
+            Hp, Wp, nh, nw = H + pad_h, W + pad_w, (H + pad_h) // ws, (W + pad_w) // ws
+            b = self.attn.qkv.bias
+            qkv = F.linear(self.norm1(x), self.attn.qkv.weight, torch.cat([b[:C], torch.zeros_like(b[C:])]))
+            qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
+            q, k, v = qkv.reshape(-1, nh, ws, nw, ws, 3, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
+                3, -1, ws * ws, d).unbind(0)
+            o = self.attn.attend(q, k, v, ws, ws)
+            o = o.reshape(-1, nh, nw, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, Hp, Wp, C)[:, :H, :W]
+            p = self.attn.proj
+            x = x + F.linear(o, p.weight, p.bias + p.weight @ b[2 * C:])
+            return x + self.mlp(self.norm2(x))
+
+    return ZeroPadWindowedBlock(block)
+
+
 def _module(form: str, block):
     from avs_engine.exact.relpos_matmul import RelPosMatmulAttention
     from avs_engine.exact.windowed_block import WindowedBlock
@@ -59,10 +94,12 @@ def _module(form: str, block):
         return swap_modules(block, lambda _, m: RelPosMatmulAttention(m) if m is block.attn else None)
     if form == "windowed":
         return WindowedBlock(block)
+    if form == "zeropad":
+        return _zeropad_block(block)
     raise ValueError(form)
 
 
-def export_forms(preset: str, forms, precisions, out: Path) -> tuple[dict, object]:
+def export_forms(preset: str, forms, precisions, out: Path, dynamic_frames: bool = False) -> tuple[dict, object]:
     """(form, precision) -> {path, rel_l2_vs_float64}; and the input used."""
     import numpy as np
     import onnxruntime as ort
@@ -79,14 +116,16 @@ def export_forms(preset: str, forms, precisions, out: Path) -> tuple[dict, objec
         block.float()
     res = {}
     for form in forms:
-        fp32 = out / f"{preset}_{form}_fp32.onnx"
+        tag = "_dyn" if dynamic_frames else ""
+        fp32 = out / f"{preset}_{form}{tag}_fp32.onnx"
         if not fp32.exists():
+            dyn = {"dynamic_shapes": {"x": {0: torch.export.Dim("T", min=1, max=64)}}} if dynamic_frames else {}
             with _quiet(), torch.no_grad():
                 prog = torch.onnx.export(_module(form, block), (x,), dynamo=True, input_names=["x"],
-                                         output_names=["y"], opset_version=20, verbose=False)
+                                         output_names=["y"], opset_version=20, verbose=False, **dyn)
             prog.save(str(fp32))
         for precision in precisions:
-            path = fp32 if precision == "fp32" else out / f"{preset}_{form}_int8.onnx"
+            path = fp32 if precision == "fp32" else out / f"{preset}_{form}{tag}_int8.onnx"
             if not path.exists():
                 quantize_graph(fp32, path, PLANS["image_encoder"])
             sess = ort.InferenceSession(str(path), session_options(ort, None), providers=["CPUExecutionProvider"])
@@ -125,7 +164,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "avs-windowed-block"))
     ap.add_argument("--name", default="windowed_block_cpu")
+    ap.add_argument("--form", action="append", default=[], choices=FORMS, help="default: all (sam always runs)")
+    ap.add_argument("--dynamic-frames", action="store_true")
     a = ap.parse_args()
+    forms = ["sam", *[f for f in (a.form or FORMS) if f != "sam"]]
 
     import onnxruntime
     import torch
@@ -138,16 +180,16 @@ def main() -> None:
     started = dt.datetime.now(dt.timezone.utc)
     doc = {"written_by": "benchmarks/windowed_block_cpu.py", "date": started.isoformat(timespec="seconds"),
            "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": a.threads, "runs": a.runs,
-           "load_average_start": os.getloadavg(), "python": platform.python_version(),
+           "load_average_start": os.getloadavg(), "python": platform.python_version(), "dynamic_frames": a.dynamic_frames,
            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}, "presets": {}}
     for preset in a.preset or ["vit_b"]:
-        exported, x = export_forms(preset, FORMS, precisions, work)
+        exported, x = export_forms(preset, forms, precisions, work, a.dynamic_frames)
         times = time_turns({k: v["path"] for k, v in exported.items()}, x, a.runs, a.threads)
         rows = [{"form": f, "precision": p, "median_s": statistics.median(times[f, p]), "min_s": min(times[f, p]),
                  # paired by turn: a slow phase of the VM slows both forms of that turn
                  "speedup_vs_sam_median": statistics.median(s / t for s, t in zip(times["sam", p], times[f, p])),
                  "turns_s": times[f, p], "rel_l2_vs_float64": exported[f, p]["rel_l2_vs_float64"]}
-                for p in precisions for f in FORMS]
+                for p in precisions for f in forms]
         for r in rows:
             print(preset, {k: v for k, v in r.items() if k != "turns_s"}, flush=True)
         doc["presets"][preset] = {"rows": rows}
@@ -164,7 +206,9 @@ def report(doc: dict) -> str:
              f"{doc['logical_cpus']} logical CPUs (load average {doc['load_average_start'][0]:.2f} at start, "
              f"{doc['load_average_end'][0]:.2f} at end), {doc['threads']} threads. torch {doc['versions']['torch']}, "
              f"onnxruntime {doc['versions']['onnxruntime']}.", "",
-             "One SAM block with 14x14 window attention on a 64x64 grid (batch 1), exported alone; the sessions "
+             "One SAM block with 14x14 window attention on a 64x64 grid (batch 1), exported alone"
+             + (" with the frame axis dynamic (as in the encoder graph)" if doc.get("dynamic_frames") else "")
+             + "; the sessions "
              f"take turns run by run, median of {doc['runs']} turns after a warm-up. Error: relative L2 against SAM's "
              "block in float64. Speed-up: the median over turns of sam's time / the form's time in the same turn. "
              "This VM's speed swings by 20% from one run to the next, so only differences well above that "
