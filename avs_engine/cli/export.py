@@ -107,15 +107,17 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
 @threads_option()
 @version_option()
 def int8_cmd(folder, clip_seconds, clips, min_iou, threads):
-    """Add the INT8 set to FOLDER, an avs-export onnx folder with FP32 graphs.
+    """Add the INT8 set to an existing export, without PyTorch or a second export.
 
-    Quantizes each FP32 graph (int8 weight products, for CPUs) and checks it
+    FOLDER is an avs-export onnx folder with FP32 graphs; the INT8 set is
+    written into it (FOLDER/int8/ and the manifest's int8 set), replacing an
+    earlier one. Run it with avs-run --precision int8 --engine-dir FOLDER.
+
+    Each FP32 graph is quantized (int8 weight products, for CPUs) and checked
     against the FP32 chain on generated clips, one line per stage, exactly as
     avs-export onnx --precision fp32,int8 does; a stage whose INT8 graph misses
-    --min-iou runs its FP32 graph in the int8 set. Writes FOLDER/int8/ and the
-    manifest's int8 set (replacing an earlier one); run it with avs-run
-    --precision int8 --engine-dir FOLDER. Needs onnx and onnxruntime, not
-    PyTorch. Exit code 2 for bad input.
+    --min-iou runs its FP32 graph in the int8 set. Needs onnx and onnxruntime,
+    not PyTorch. Exit code 2 for bad input.
     """
     try:
         from ..checks.int8_check import int8_inputs
