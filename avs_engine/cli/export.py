@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,6 +12,19 @@ from ..errors import AvsError
 from .common import echo_err
 from .options import (CLIP_SECONDS, CONTEXT, AvsGroup, alias, clip_seconds_option, config_option, precision_option, threads_option,
                       version_option, weights_option)
+
+
+@contextlib.contextmanager
+def _bad_input_exits_2(command: str, install: str):
+    """A missing package or bad input (AvsError, OSError): one line on stderr, exit code 2."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        echo_err(f"avs-export {command} needs {e.name}: pip install {install}")
+        sys.exit(2)
+    except (AvsError, OSError) as e:
+        echo_err(str(e))
+        sys.exit(2)
 
 
 @click.group(cls=AvsGroup, context_settings=CONTEXT)
@@ -62,7 +76,7 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
     misses --int8-min-iou runs FP32 in the int8 set. Exit code 2 for bad input,
     1 when parity fails.
     """
-    try:
+    with _bad_input_exits_2("onnx", "'avs-engine[export]'"):
         from ..checks.int8_check import int8_inputs
         from ..checks.onnx_parity import verify_export
         from ..export.onnx_export import check_options, export_onnx, load_for_export, precision_set
@@ -81,12 +95,6 @@ def onnx_cmd(config, weights, vggish, allow_missing_fusion, seed, out, precision
                              threads=threads, **int8)
         report = verify_export(model, result.manifest, T=clip_seconds, fp16_reference=fp16_reference, threads=threads,
                                progress=click.echo) if verify else None
-    except ModuleNotFoundError as e:
-        echo_err(f"avs-export onnx needs {e.name}: pip install 'avs-engine[export]'")
-        sys.exit(2)
-    except (AvsError, OSError) as e:
-        echo_err(str(e))
-        sys.exit(2)
     if report is not None:
         for line in report.lines():
             click.echo(line)
@@ -119,7 +127,7 @@ def int8_cmd(folder, clip_seconds, clips, min_iou, threads):
     --min-iou runs its FP32 graph in the int8 set. Needs onnx and onnxruntime,
     not PyTorch. Exit code 2 for bad input.
     """
-    try:
+    with _bad_input_exits_2("int8", "'avs-engine[ort]' onnx"):
         from ..checks.int8_check import int8_inputs
         from ..artifacts.graph_manifest import read_manifest
         from ..export.int8_add import add_int8_set
@@ -129,12 +137,6 @@ def int8_cmd(folder, clip_seconds, clips, min_iou, threads):
         given = int8_inputs(config, clips=clips, T=clip_seconds, min_iou=min_iou)
         add_int8_set(folder, calibration=given["int8_calibration"], check=given["int8_check"], threads=threads,
                      progress=click.echo)
-    except ModuleNotFoundError as e:
-        echo_err(f"avs-export int8 needs {e.name}: pip install 'avs-engine[ort]' onnx")
-        sys.exit(2)
-    except (AvsError, OSError) as e:
-        echo_err(str(e))
-        sys.exit(2)
     click.echo(f"int8 set saved to {folder}")
 
 
