@@ -21,13 +21,18 @@ time against FP32, on the bundled demo model and on vit_b.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
+
+from .graph_entries import external_data_files
 
 METHODS = ("blockwise", "dynamic", "static", "fp32")
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -188,16 +193,17 @@ def quantize_graph(
     level, handlers = log.level, list(log.handlers)
     log.setLevel(logging.ERROR)  # the tool logs a line per node and a pre-processing hint
     try:
-        if plan.method == "blockwise":
-            _blockwise(model, src, dst, plan, sel, external)
-        elif plan.method == "dynamic":
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, **common)
-        else:
-            if not calibration:
-                raise ValueError("static int8 needs calibration inputs")
-            quantize_static(str(src), str(dst), _Feeds(calibration), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, **common)
+        with _linked_copy(Path(src), dst.parent) as src_link:
+            if plan.method == "blockwise":
+                _blockwise(model, src_link, dst, plan, sel, external)
+            elif plan.method == "dynamic":
+                quantize_dynamic(str(src_link), str(dst), weight_type=QuantType.QInt8, **common)
+            else:
+                if not calibration:
+                    raise ValueError("static int8 needs calibration inputs")
+                quantize_static(str(src_link), str(dst), _Feeds(calibration), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax, **common)
     finally:
         # the nbits quantizer's module calls logging.basicConfig(level=INFO) on import: undo it
         log.setLevel(level)
@@ -206,6 +212,22 @@ def quantize_graph(
                 log.removeHandler(h)
     onnx.checker.check_model(str(dst))
     return sel
+
+
+@contextlib.contextmanager
+def _linked_copy(src: Path, near: Path):
+    """``src`` (and its external-data files) as links in a temporary folder under ``near``. ONNX Runtime's
+    quantizer writes a shape-inferred copy of its input next to it; this keeps that file out of the FP32
+    graphs' folder (which may be read-only, and must not be left a stray file by a killed run)."""
+    folder = Path(tempfile.mkdtemp(prefix=".quantize-", dir=near))
+    try:
+        link = folder / src.name
+        link.symlink_to(src.resolve())
+        for data in external_data_files(src):
+            (folder / data.relative_to(src.parent)).symlink_to(data.resolve())
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _blockwise(model: onnx.ModelProto, src, dst: Path, plan: Int8Plan, sel: NodeSelection, external: bool) -> None:

@@ -170,20 +170,24 @@ def test_add_int8_that_fails_leaves_the_folder_as_it_was(tmp_path, int8_export):
     read_manifest(folder)  # every listed file still has its recorded hash
 
 
-def test_add_int8_needs_no_torch(tmp_path):
-    """avs-export int8 in a process where torch cannot be imported: the set is written and runs."""
+def test_add_int8_needs_no_torch_and_writes_nothing_beside_the_fp32_graphs(tmp_path):
+    """avs-export int8 in a process where torch cannot be imported: the set is written and runs, and the
+    fp32 folder was never written to (the quantizer's shape-inferred copy goes to a temporary folder)."""
     import subprocess
     import sys
 
     from tests.no_torch import no_torch_env
 
     folder = _demo_copy(tmp_path / "g")
+    fp32_folder_mtime = (folder / "fp32").stat().st_mtime_ns  # a file made and removed there changes it
     code = "from avs_engine.cli.export import main; main()"
     r = subprocess.run([sys.executable, "-c", code, "int8", str(folder), "--clips", "1", "--threads", "1"],
                        env=no_torch_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "int8 set saved" in r.stdout
     assert read_manifest(folder).stage_precisions("int8")["image_encoder"] == "int8"
+    assert (folder / "fp32").stat().st_mtime_ns == fp32_folder_mtime
+    assert {p.name for p in (folder / "int8").iterdir()} <= {f"{s}.onnx" for s in STAGE_ORDER}  # no temporary left
 
 
 @pytest.mark.slow  # exports the demo model again (~60 s on 2 cores); the default tests add int8 to the shipped graphs
