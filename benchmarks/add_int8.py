@@ -19,7 +19,8 @@ from avs_engine.artifacts.graph_manifest import read_manifest
 from avs_engine.artifacts.spec import STAGE_ORDER
 from avs_engine.export.int8 import PLANS, quantize_graph
 from avs_engine.checks.int8_check import DEFAULT_MIN_IOU, int8_inputs
-from avs_engine.export.int8_add import add_int8_set, int8_entries
+from avs_engine.export.graph_entries import int8_entries
+from avs_engine.export.int8_add import add_int8_set
 
 
 def main() -> None:

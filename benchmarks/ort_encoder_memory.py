@@ -28,8 +28,8 @@ OPTIONS = {"default": {}, "no_pattern": {"pattern": False}, "no_arena": {"arena"
            "no_arena_no_pattern": {"arena": False, "pattern": False},
            "no_pattern_no_reuse": {"pattern": False, "reuse": False},  # the backend's CPU sessions
            "no_arena_no_pattern_no_reuse": {"arena": False, "pattern": False, "reuse": False},
-           # the backend's sessions when it runs one frame per call: the frame count fixed at load, so that
-           # ONNX Runtime's optimiser sees static shapes (bias adds fused into Gemm)
+           # measured, not adopted by the backend: the frame count fixed at load (its one frame per call), so
+           # that ONNX Runtime's optimiser sees static shapes (bias adds fused into Gemm, expands folded)
            "no_pattern_no_reuse_fixed": {"pattern": False, "reuse": False, "fixed": True}}
 
 

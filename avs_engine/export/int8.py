@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from .graph_entries import external_data_files
+from .graph_entries import external_data_locations
 
 METHODS = ("blockwise", "dynamic", "static", "fp32")
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -193,7 +193,7 @@ def quantize_graph(
     level, handlers = log.level, list(log.handlers)
     log.setLevel(logging.ERROR)  # the tool logs a line per node and a pre-processing hint
     try:
-        with _linked_copy(Path(src), dst.parent) as src_link:
+        with _linked_copy(Path(src), external_data_locations(model), dst.parent) as src_link:
             if plan.method == "blockwise":
                 _blockwise(model, src_link, dst, plan, sel, external)
             elif plan.method == "dynamic":
@@ -215,16 +215,16 @@ def quantize_graph(
 
 
 @contextlib.contextmanager
-def _linked_copy(src: Path, near: Path):
-    """``src`` (and its external-data files) as links in a temporary folder under ``near``. ONNX Runtime's
+def _linked_copy(src: Path, data_locations: Iterable[str], near: Path):
+    """``src`` (and its external-data files, ``data_locations`` relative to its folder) as links in a temporary folder under ``near``. ONNX Runtime's
     quantizer writes a shape-inferred copy of its input next to it; this keeps that file out of the FP32
     graphs' folder (which may be read-only, and must not be left a stray file by a killed run)."""
     folder = Path(tempfile.mkdtemp(prefix=".quantize-", dir=near))
     try:
         link = folder / src.name
         link.symlink_to(src.resolve())
-        for data in external_data_files(src):
-            (folder / data.relative_to(src.parent)).symlink_to(data.resolve())
+        for location in data_locations:
+            (folder / location).symlink_to((src.parent / location).resolve())
         yield link
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..artifacts.graph_manifest import GraphEntry, Manifest, read_manifest
+from ..artifacts.graph_manifest import Manifest, read_manifest
 from ..artifacts.spec import STAGE_ORDER
 from ..errors import ConfigError
-from .graph_entries import external_data_files, graph_entry
+from .graph_entries import int8_entries
 from .int8_export import build_int8
 from .ort_chain import Feeds
 
@@ -69,13 +69,3 @@ def add_int8_set(
     progress(f"manifest: {manifest.path}")
     return manifest
 
-
-def int8_entries(root: Path, files: dict[str, Path], records: dict[str, dict]) -> dict[str, GraphEntry]:
-    """The manifest's ``int8`` set: stage -> entry of the graph it runs (its INT8 graph, or the FP32 graph
-    where it stayed fp32), with the stage's ``quantization`` record."""
-    entries = {}
-    for stage in STAGE_ORDER:
-        entry = graph_entry(root, stage, "int8", [files[stage], *external_data_files(files[stage])])
-        entry.quantization = records[stage]
-        entries[stage] = entry
-    return entries

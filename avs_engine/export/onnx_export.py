@@ -30,7 +30,7 @@ from ..artifacts.spec import STAGE_ORDER, STAGES, StageSpec, dims_for
 from .fp16 import FLOAT32_ISLANDS, convert_fp16
 from .graph_passes import split_long_reductions
 from ..artifacts.graph_manifest import GraphEntry, Manifest
-from .graph_entries import external_data_files, graph_entry as _entry
+from .graph_entries import external_data_files, graph_entry, int8_entries
 from .wrappers import graph_modules
 
 DEFAULT_OPSET = 20
@@ -242,14 +242,13 @@ def export_onnx(
         if "fp16" in precisions:
             t1 = time.perf_counter()
             fp16_files = save_graph(convert_fp16(fp32_path), out / "fp16" / f"{stage}.onnx", external_data=external_data)
-            graphs["fp16"][stage] = _entry(out, stage, "fp16", fp16_files, FLOAT32_ISLANDS)
+            graphs["fp16"][stage] = graph_entry(out, stage, "fp16", fp16_files, FLOAT32_ISLANDS)
             msg += f", fp16 {_size(fp16_files)} in {time.perf_counter() - t1:.1f} s"
         if "fp32" in precisions:
-            graphs["fp32"][stage] = _entry(out, stage, "fp32", files)
+            graphs["fp32"][stage] = graph_entry(out, stage, "fp32", files)
         fp32_files[stage] = files
         progress(msg)
     if "int8" in precisions:
-        from .int8_add import int8_entries
         from .int8_export import build_int8
 
         int8_files, records = build_int8(out, {s: f[0] for s, f in fp32_files.items()}, config,

@@ -119,7 +119,7 @@ def test_graph_whose_io_is_another_stage(tiny_engine, tmp_path):
 
 def test_external_data_graph(tiny_engine, tiny_model, tmp_path):
     """Big graphs keep weights in a .data file: exported, listed, checked, loaded."""
-    from avs_engine.export.onnx_export import _entry, export_graph
+    from avs_engine.export.onnx_export import export_graph, graph_entry
     from avs_engine.export.wrappers import graph_modules
 
     root = copy_engine(tiny_engine, tmp_path / "e")
@@ -128,7 +128,7 @@ def test_external_data_graph(tiny_engine, tiny_model, tmp_path):
     assert len(files) == 2 and files[1].name == "audio.onnx.data" and files[1].stat().st_size > 10_000
     assert path.stat().st_size < files[1].stat().st_size  # most weights moved out
 
-    edit_manifest(root, lambda d: d["graphs"]["fp32"].update(audio=asdict(_entry(root, "audio", "fp32", files))))
+    edit_manifest(root, lambda d: d["graphs"]["fp32"].update(audio=asdict(graph_entry(root, "audio", "fp32", files))))
     m = read_manifest(root)
     assert [f.file for f in m.graph("fp32", "audio").external_data] == ["fp32/audio.onnx.data"]
     with OnnxRuntimeRunner(root) as r:
